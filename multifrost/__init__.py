@@ -1,0 +1,17 @@
+"""multifrost: call methods of worker processes as if they were local functions."""
+from .errors import (
+    CallTimeoutError,
+    CircuitOpenError,
+    MultifrostError,
+    PayloadError,
+    ProtocolError,
+    RegistryError,
+    RemoteCallError,
+    ServiceNotFoundError,
+    TransportClosed,
+    TransportError,
+    WorkerCrashedError,
+    WorkerStartError,
+)
+
+__version__ = "0.1.0"

@@ -1,0 +1,171 @@
+"""The Multifrost v4 message envelope: app id, message types, constructors, inbound validation.
+
+Transport-agnostic: nothing here imports ZeroMQ or asyncio. Messages are plain dicts
+(what the codec packs); ``parse`` turns a decoded inbound dict into a typed ``Message``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ProtocolError
+
+APP_ID = "comlink_ipc_v4"
+
+CALL = "call"
+RESPONSE = "response"
+ERROR = "error"
+STDOUT = "stdout"
+STDERR = "stderr"
+HEARTBEAT = "heartbeat"
+SHUTDOWN = "shutdown"
+MESSAGE_TYPES = frozenset({CALL, RESPONSE, ERROR, STDOUT, STDERR, HEARTBEAT, SHUTDOWN})
+
+DEFAULT_NAMESPACE = "default"
+
+_urandom = os.urandom
+_time = time.time
+
+
+def new_id() -> str:
+    """A random UUID4 string, built from os.urandom (a fraction of uuid.uuid4()'s cost)."""
+    b = bytearray(_urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def call(function: str, args: list | tuple, namespace: str = DEFAULT_NAMESPACE,
+         client_name: str | None = None, msg_id: str | None = None) -> dict:
+    """A CALL of ``function(*args)`` in ``namespace``."""
+    message = {
+        "app": APP_ID,
+        "id": msg_id or new_id(),
+        "type": CALL,
+        "timestamp": _time(),
+        "function": function,
+        "args": args,
+        "namespace": namespace,
+    }
+    if client_name is not None:
+        message["client_name"] = client_name
+    return message
+
+
+def response(msg_id: str, result: Any) -> dict:
+    """A RESPONSE to request ``msg_id``; ``result`` is always present, even when None."""
+    return {"app": APP_ID, "id": msg_id, "type": RESPONSE, "timestamp": _time(), "result": result}
+
+
+def error(msg_id: str, text: str) -> dict:
+    """An ERROR answering request ``msg_id``; ``text`` is the message, then any traceback."""
+    return {"app": APP_ID, "id": msg_id, "type": ERROR, "timestamp": _time(), "error": text}
+
+
+def output(stream: str, text: str) -> dict:
+    """A STDOUT or STDERR message carrying printed text from a child."""
+    if stream not in (STDOUT, STDERR):
+        raise ValueError(f"output stream must be {STDOUT!r} or {STDERR!r}, not {stream!r}")
+    return {"app": APP_ID, "id": new_id(), "type": stream, "timestamp": _time(), "output": text}
+
+
+def heartbeat(msg_id: str | None = None, hb_timestamp: float | None = None) -> dict:
+    """A HEARTBEAT request (parent side); ``hb_timestamp`` defaults to now."""
+    now = _time()
+    return {
+        "app": APP_ID,
+        "id": msg_id or new_id(),
+        "type": HEARTBEAT,
+        "timestamp": now,
+        "metadata": {"hb_timestamp": now if hb_timestamp is None else hb_timestamp},
+    }
+
+
+def heartbeat_echo(request: "Message") -> dict:
+    """The child's echo of a HEARTBEAT: same id, same ``hb_timestamp``, plus ``hb_response``."""
+    metadata = dict(request.metadata or {})
+    metadata["hb_response"] = True
+    return {"app": APP_ID, "id": request.id, "type": HEARTBEAT, "timestamp": _time(), "metadata": metadata}
+
+
+def shutdown() -> dict:
+    """A SHUTDOWN: the child stops its loop and exits cleanly."""
+    return {"app": APP_ID, "id": new_id(), "type": SHUTDOWN, "timestamp": _time()}
+
+
+@dataclass(slots=True)
+class Message:
+    """An inbound message that passed validation; ``raw`` keeps every field as received."""
+
+    type: str
+    id: str | None
+    raw: dict
+
+    @property
+    def metadata(self) -> dict | None:
+        meta = self.raw.get("metadata")
+        return meta if isinstance(meta, dict) else None
+
+    # call
+    @property
+    def function(self) -> Any:
+        return self.raw.get("function")
+
+    @property
+    def args(self) -> list:
+        args = self.raw.get("args")
+        return [] if args is None else args
+
+    @property
+    def namespace(self) -> str:
+        namespace = self.raw.get("namespace")
+        return DEFAULT_NAMESPACE if namespace is None else namespace
+
+    @property
+    def client_name(self) -> str | None:
+        return self.raw.get("client_name", self.raw.get("clientName"))
+
+    # response / error / output
+    @property
+    def result(self) -> Any:
+        """A missing ``result`` reads as None (older Python peers omit it)."""
+        return self.raw.get("result")
+
+    @property
+    def error(self) -> str:
+        text = self.raw.get("error")
+        return text if isinstance(text, str) else repr(text)
+
+    @property
+    def output(self) -> str:
+        text = self.raw.get("output")
+        return text if isinstance(text, str) else ""
+
+    @property
+    def hb_timestamp(self) -> float | None:
+        meta = self.metadata
+        value = meta.get("hb_timestamp") if meta else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def parse(obj: Any) -> Message:
+    """Validate a decoded payload into a Message, or raise ProtocolError saying why.
+
+    Unknown fields are kept in ``raw`` and otherwise ignored. A message of an unknown
+    type, or of another app, raises ProtocolError: receivers drop it.
+    """
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"message is not a map but {type(obj).__name__}")
+    app = obj.get("app")
+    if app != APP_ID:
+        raise ProtocolError(f"message app is {app!r}, not {APP_ID!r}")
+    kind = obj.get("type")
+    if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    msg_id = obj.get("id")
+    if msg_id is not None and not isinstance(msg_id, str):
+        raise ProtocolError(f"message id is {type(msg_id).__name__}, not str")
+    return Message(kind, msg_id, obj)
