@@ -15,3 +15,12 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+
+from .child import ChildWorker
+from .parent import ParentWorker
+
+__all__ = [
+    "CallTimeoutError", "ChildWorker", "CircuitOpenError", "MultifrostError", "ParentWorker", "PayloadError",
+    "ProtocolError", "RegistryError", "RemoteCallError", "ServiceNotFoundError", "TransportClosed",
+    "TransportError", "WorkerCrashedError", "WorkerStartError",
+]

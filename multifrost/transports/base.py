@@ -8,12 +8,27 @@ is edge-triggered in the way ZeroMQ's ``FD`` is: after waking on it, and after e
 descriptor again. The RPC core builds its sync (select on ``fileno``) and async
 (``loop.add_reader``) call paths on these primitives, so it never knows which backend
 carries its bytes; the awaitable and blocking helpers below are for simpler users and tests.
-A user of an end uses either the helpers or its own reader on ``fileno()``, not both.
+A user of an end uses either the helpers or its own reader on ``fileno()``, not both, and
+at most one helper waits on an end at a time.
+
+Waiting to send. A send refused at the high-water mark is retried after a wake-up. Because a
+``recv_nowait`` can consume the very event that says "room appeared", a user that both
+receives and has a refused send pending checks ``writable`` after draining (it is the state
+seen by the last ``recv_nowait`` that returned ``None``; reading it does no I/O): when True,
+retry the send instead of waiting.
+
+Closing. ``close()`` is idempotent and wakes helpers waiting on the end (in any thread or
+event loop): they raise TransportClosed at once. ``close()`` releases ``fileno()``; a user
+with its own reader removes it (``loop.remove_reader``) before closing, and a thread blocked
+in its own ``select`` on ``fileno()`` is not woken by a close from another thread. After
+close, ``send_nowait``/``recv_nowait``/``fileno`` raise TransportClosed.
 """
 from __future__ import annotations
 
 import asyncio
-import selectors
+import os
+import select
+import threading
 import time
 from abc import ABC, abstractmethod
 from typing import Callable, Generic, TypeVar
@@ -23,11 +38,66 @@ from ..errors import TransportClosed, TransportError
 T = TypeVar("T")
 
 
+class Wakeup:
+    """A readable-when-rung descriptor: an eventfd on Linux, a non-blocking pipe elsewhere.
+
+    ``ring`` makes ``fd`` readable until ``clear``; ringing twice before a clear is harmless.
+    """
+
+    __slots__ = ("fd", "_wfd")
+
+    def __init__(self) -> None:
+        if hasattr(os, "eventfd"):
+            self.fd = self._wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:
+            self.fd, self._wfd = os.pipe()
+            os.set_blocking(self.fd, False)
+            os.set_blocking(self._wfd, False)
+
+    if hasattr(os, "eventfd"):
+
+        def ring(self) -> None:
+            os.eventfd_write(self._wfd, 1)
+
+        def clear(self) -> None:
+            try:
+                os.eventfd_read(self.fd)
+            except BlockingIOError:
+                pass
+
+    else:
+
+        def ring(self) -> None:
+            try:
+                os.write(self._wfd, b"\0")
+            except BlockingIOError:  # the pipe is full: it is readable anyway
+                pass
+
+        def clear(self) -> None:
+            try:
+                while os.read(self.fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self._wfd != self.fd:
+            os.close(self._wfd)
+
+
 class _End(ABC, Generic[T]):
     """What both ends share: the endpoint, readiness, close, and the waiting helpers."""
 
     #: The endpoint as resolved after bind (``tcp://127.0.0.1:0`` reports its real port).
     endpoint: str
+
+    def __init__(self) -> None:
+        self._waiters_lock = threading.Lock()
+        self._closing = False
+        self._close_wakeup: Wakeup | None = None  # rung by close() for blocking helpers
+        self._blocking_waiters = 0
+        self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
     @abstractmethod
     def fileno(self) -> int:
@@ -42,9 +112,10 @@ class _End(ABC, Generic[T]):
     def closed(self) -> bool:
         """True once close() was called."""
 
+    @property
     @abstractmethod
-    def _recv_item(self) -> T | None:
-        """The backend's recv_nowait."""
+    def writable(self) -> bool:
+        """Whether a send would have room, as seen by the last ``recv_nowait`` that returned None."""
 
     def __enter__(self):
         return self
@@ -52,11 +123,33 @@ class _End(ABC, Generic[T]):
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def _wake_waiters(self) -> None:
+        """Wake every helper waiting on this end; backends call it in close() before releasing fds."""
+        with self._waiters_lock:
+            self._closing = True
+            if self._close_wakeup is not None:
+                self._close_wakeup.ring()  # never cleared: stays readable for late pollers
+                if self._blocking_waiters == 0:
+                    self._close_wakeup.close()
+                    self._close_wakeup = None
+            async_waiters = list(self._async_waiters)
+        for loop, event in async_waiters:
+            if _running_loop() is loop:
+                event.set()
+            else:
+                try:
+                    loop.call_soon_threadsafe(event.set)
+                except RuntimeError:  # that loop is closed: nobody waits there any more
+                    pass
+
     # -- helpers built on the primitives -------------------------------------------------
 
     def _check_open(self) -> None:
-        if self.closed:
+        if self.closed or self._closing:
             raise TransportClosed(f"transport end {self.endpoint} is closed")
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(f"transport end {self.endpoint}: timed out")
 
     async def _await_ready(self, attempt: Callable[[], T | None], timeout: float | None) -> T:
         """Run ``attempt`` until it returns a value, waiting on fileno() in the running loop."""
@@ -66,41 +159,73 @@ class _End(ABC, Generic[T]):
             return result
         loop = asyncio.get_running_loop()
         woke = asyncio.Event()
-        fd = self.fileno()
+        waiter = (loop, woke)
+        with self._waiters_lock:
+            self._check_open()
+            fd = self.fileno()
+            self._async_waiters.add(waiter)
         loop.add_reader(fd, woke.set)
         try:
             deadline = None if timeout is None else loop.time() + timeout
-            while True:
-                self._check_open()
-                result = attempt()
-                if result is not None:
-                    return result
-                woke.clear()
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"transport end {self.endpoint}: timed out")
-                try:
-                    await asyncio.wait_for(woke.wait(), remaining)
-                except asyncio.TimeoutError:
-                    pass
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    woke.clear()
+                    self._check_open()
+                    result = attempt()
+                    if result is not None:
+                        return result
+                    await woke.wait()
+        except TimeoutError:
+            self._check_open()
+            raise self._timed_out() from None
         finally:
+            with self._waiters_lock:
+                self._async_waiters.discard(waiter)
             loop.remove_reader(fd)
 
     def _block_ready(self, attempt: Callable[[], T | None], timeout: float | None) -> T:
         """Run ``attempt`` until it returns a value, blocking on fileno() in this thread."""
         self._check_open()
+        result = attempt()
+        if result is not None:
+            return result
         deadline = None if timeout is None else time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.fileno(), selectors.EVENT_READ)
+        with self._waiters_lock:
+            self._check_open()
+            fd = self.fileno()
+            if self._close_wakeup is None:
+                self._close_wakeup = Wakeup()
+            self._blocking_waiters += 1
+            close_fd = self._close_wakeup.fd
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            poller.register(close_fd, select.POLLIN)
             while True:
+                if deadline is None:
+                    poller.poll()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise self._timed_out()
+                    poller.poll(remaining * 1000.0 + 1.0)
                 self._check_open()
                 result = attempt()
                 if result is not None:
                     return result
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"transport end {self.endpoint}: timed out")
-                selector.select(remaining)
+        finally:
+            with self._waiters_lock:
+                self._blocking_waiters -= 1
+                if self._closing and self._blocking_waiters == 0 and self._close_wakeup is not None:
+                    self._close_wakeup.close()
+                    self._close_wakeup = None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class ParentEnd(_End[bytes]):
@@ -113,9 +238,6 @@ class ParentEnd(_End[bytes]):
     @abstractmethod
     def recv_nowait(self) -> bytes | None:
         """The next payload, or None when none is ready. Malformed frames are dropped and logged."""
-
-    def _recv_item(self) -> bytes | None:
-        return self.recv_nowait()
 
     async def send(self, payload: bytes, timeout: float | None = None) -> None:
         """Send, waiting (without blocking the loop) while the high-water mark is reached."""
@@ -163,17 +285,18 @@ class ChildEnd(_End["tuple[bytes, bytes]"]):
                 continue
         return sent
 
-    def _recv_item(self) -> "tuple[bytes, bytes] | None":
-        return self.recv_nowait()
-
     async def send(self, peer: bytes, payload: bytes, timeout: float | None = None) -> None:
+        """Send to ``peer``, waiting (without blocking the loop) while the high-water mark is reached."""
         await self._await_ready(lambda: True if self.send_nowait(peer, payload) else None, timeout)
 
     async def recv(self, timeout: float | None = None) -> "tuple[bytes, bytes]":
+        """Wait for the next ``(peer, payload)``."""
         return await self._await_ready(self.recv_nowait, timeout)
 
     def send_blocking(self, peer: bytes, payload: bytes, timeout: float | None = None) -> None:
+        """Send to ``peer`` from a plain thread, waiting while the high-water mark is reached."""
         self._block_ready(lambda: True if self.send_nowait(peer, payload) else None, timeout)
 
     def recv_blocking(self, timeout: float | None = None) -> "tuple[bytes, bytes]":
+        """Receive ``(peer, payload)`` from a plain thread."""
         return self._block_ready(self.recv_nowait, timeout)

@@ -1,0 +1,532 @@
+"""Pure-Python codec: the reference twin of the compiled ``_codec`` module.
+
+Both write msgpack bytes in one pass over the value (no sanitized copy), make the
+same encoding choices as ``msgpack.packb(x, use_bin_type=True, datetime=True)``,
+and raise the same errors with the same messages. The compiled twin reuses the
+slow-path helpers defined here (error messages, datetimes, map keys).
+"""
+from __future__ import annotations
+
+import math
+import struct
+import sys
+from datetime import datetime, timedelta, timezone
+
+from msgpack import ExtType
+
+from ._limits import DEFAULT_LIMITS, Limits, check_max_depth
+from .errors import PayloadError, ProtocolError
+
+IMPLEMENTATION = "python"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_LEN32_MAX = 2**32 - 1
+
+_B_B = struct.Struct(">BB").pack
+_B_H = struct.Struct(">BH").pack
+_B_I = struct.Struct(">BI").pack
+_B_b = struct.Struct(">Bb").pack
+_B_h = struct.Struct(">Bh").pack
+_B_i = struct.Struct(">Bi").pack
+_B_q = struct.Struct(">Bq").pack
+_B_Q = struct.Struct(">BQ").pack
+_B_d = struct.Struct(">Bd").pack
+_NIL = b"\xc0"
+_TRUE = b"\xc3"
+_FALSE = b"\xc2"
+
+
+# ---------------------------------------------------------------- pack errors
+
+
+class Unsendable(Exception):
+    """Internal: ``value`` cannot be packed; the containers add their step on the way out.
+
+    ``detail`` None means "deeper than max_depth" (a cycle, or really deep data).
+    ``in_key`` marks a problem with the keys of the dict ``value`` itself.
+    """
+
+    def __init__(self, value: object, detail: str | None, in_key: bool = False):
+        super().__init__(detail)
+        self.value = value
+        self.detail = detail
+        self.in_key = in_key
+        self.steps: list[tuple[object, object, bool]] = []  # (container, key or index, is_index), leaf first
+
+
+def _format_path(steps: list[tuple[object, object, bool]]) -> str:
+    parts = []
+    for position, (_, key, is_index) in enumerate(steps):
+        if position == 0:
+            parts.append(key_string(key))
+        elif is_index:
+            parts.append(f"[{key}]")
+        else:
+            parts.append(f"[{key!r}]")
+    return "".join(parts) or "top level"
+
+
+def payload_error(exc: Unsendable, max_depth: int) -> PayloadError:
+    """Turn an Unsendable that reached pack_message into the PayloadError the caller sees."""
+    steps = exc.steps[::-1]
+    value = exc.value
+    detail = exc.detail
+    if detail is None:
+        chain = [container for container, _, _ in steps] + [value]
+        seen: set[int] = set()
+        for position, container in enumerate(chain):
+            if id(container) in seen:
+                steps = steps[:position]
+                value = container
+                detail = "cycle: the value contains itself"
+                break
+            seen.add(id(container))
+        else:
+            detail = f"nesting deeper than max_depth={max_depth}"
+    return PayloadError(f"cannot send {type(value).__name__} at {_format_path(steps)}: {detail}")
+
+
+def utf8_detail(exc: UnicodeEncodeError) -> str:
+    """Describe why a str cannot be encoded as UTF-8."""
+    return f"not encodable as UTF-8 ({exc.reason} at index {exc.start})"
+
+
+def too_long(kind: str, length: int) -> str:
+    """Describe a str/bin/array/map longer than msgpack can frame."""
+    return f"{kind} of length {length} is longer than msgpack allows ({_LEN32_MAX})"
+
+
+def key_string(key: object) -> str:
+    """The string a map key becomes on the wire."""
+    return str.__str__(key) if isinstance(key, str) else str(key)
+
+
+def check_key_collisions(mapping: dict) -> None:
+    """Raise Unsendable when two keys of ``mapping`` become the same string on the wire."""
+    seen: dict[str, object] = {}
+    for key in dict.keys(mapping):
+        text = key_string(key)
+        if text in seen:
+            raise Unsendable(
+                mapping, f"keys {seen[text]!r} and {key!r} both become {text!r} on the wire", in_key=True
+            )
+        seen[text] = key
+
+
+def timestamp_ext(value: datetime) -> bytes:
+    """The msgpack timestamp (ext -1) bytes of an aware datetime, in the smallest of its three forms."""
+    if value.utcoffset() is None:
+        raise Unsendable(value, "the datetime is naive; attach a tzinfo (e.g. datetime.timezone.utc)")
+    delta = value - _EPOCH
+    seconds = delta.days * 86400 + delta.seconds
+    nanoseconds = delta.microseconds * 1000
+    if seconds >> 34 == 0:
+        data64 = nanoseconds << 34 | seconds
+        if data64 >> 32 == 0:
+            return b"\xd6\xff" + data64.to_bytes(4, "big")
+        return b"\xd7\xff" + data64.to_bytes(8, "big")
+    return b"\xc7\x0c\xff" + nanoseconds.to_bytes(4, "big") + seconds.to_bytes(8, "big", signed=True)
+
+
+def ext_bytes(value: ExtType) -> bytes:
+    """The msgpack bytes of an ExtType (fixext when the length allows)."""
+    code, data = value
+    if type(code) is not int or not -128 <= code <= 127 or not isinstance(data, bytes):
+        raise Unsendable(value, "an ExtType needs an int code in [-128, 127] and bytes data")
+    length = len(data)
+    if length == 1:
+        head = b"\xd4"
+    elif length == 2:
+        head = b"\xd5"
+    elif length == 4:
+        head = b"\xd6"
+    elif length == 8:
+        head = b"\xd7"
+    elif length == 16:
+        head = b"\xd8"
+    elif length <= 0xFF:
+        head = _B_B(0xC7, length)
+    elif length <= 0xFFFF:
+        head = _B_H(0xC8, length)
+    elif length <= _LEN32_MAX:
+        head = _B_I(0xC9, length)
+    else:
+        raise Unsendable(value, too_long("ext", length))
+    return head + (code & 0xFF).to_bytes(1, "big") + data
+
+
+# ---------------------------------------------------------------- pack
+
+
+def pack_message(message: dict, *, max_depth: int = 512) -> bytes:
+    """Encode one message (a dict) as msgpack, turning values into their wire form on the way.
+
+    Raises PayloadError naming the path and type of the first value that cannot be sent.
+    """
+    if not isinstance(message, dict):
+        raise PayloadError(f"a message must be a dict, not {type(message).__name__}")
+    check_max_depth(max_depth, "max_depth")
+    out = bytearray()
+    try:
+        _pack(message, out, 1, max_depth)
+    except Unsendable as exc:
+        raise payload_error(exc, max_depth) from None
+    except RecursionError:
+        raise PayloadError(
+            f"cannot send dict at top level: nesting too deep for the pure-Python codec; lower max_depth={max_depth}"
+        ) from None
+    return bytes(out)
+
+
+def _pack_str_header(out: bytearray, n: int, value: object) -> None:
+    if n < 32:
+        out.append(0xA0 | n)
+    elif n <= 0xFF:
+        out += _B_B(0xD9, n)
+    elif n <= 0xFFFF:
+        out += _B_H(0xDA, n)
+    elif n <= _LEN32_MAX:
+        out += _B_I(0xDB, n)
+    else:
+        raise Unsendable(value, too_long("str", n))
+
+
+def _pack_key(out: bytearray, mapping: dict, key: object, convert: bool) -> None:
+    text = key_string(key) if convert else key
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise Unsendable(mapping, f"key {key!r} is {utf8_detail(exc)}", in_key=True) from None
+    _pack_str_header(out, len(data), mapping)
+    out += data
+
+
+def _pack(obj: object, out: bytearray, depth: int, max_depth: int) -> None:
+    if obj is None:
+        out += _NIL
+    elif obj is True:
+        out += _TRUE
+    elif obj is False:
+        out += _FALSE
+    elif isinstance(obj, int):
+        if obj >= 0:
+            if obj < 0x80:
+                out.append(obj)
+            elif obj <= 0xFF:
+                out += _B_B(0xCC, obj)
+            elif obj <= 0xFFFF:
+                out += _B_H(0xCD, obj)
+            elif obj <= 0xFFFFFFFF:
+                out += _B_I(0xCE, obj)
+            elif obj <= _INT64_MAX:
+                out += _B_Q(0xCF, obj)
+            else:
+                raise Unsendable(obj, "out of the signed 64-bit range [-2**63, 2**63-1]")
+        elif obj >= -32:
+            out.append(obj & 0xFF)
+        elif obj >= -0x80:
+            out += _B_b(0xD0, obj)
+        elif obj >= -0x8000:
+            out += _B_h(0xD1, obj)
+        elif obj >= -0x80000000:
+            out += _B_i(0xD2, obj)
+        elif obj >= _INT64_MIN:
+            out += _B_q(0xD3, obj)
+        else:
+            raise Unsendable(obj, "out of the signed 64-bit range [-2**63, 2**63-1]")
+    elif isinstance(obj, float):
+        if math.isfinite(obj):
+            out += _B_d(0xCB, obj)
+        else:
+            out += _NIL
+    elif isinstance(obj, str):
+        try:
+            data = obj.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise Unsendable(obj, utf8_detail(exc)) from None
+        _pack_str_header(out, len(data), obj)
+        out += data
+    elif isinstance(obj, (bytes, bytearray, memoryview)):
+        data = bytes(obj) if isinstance(obj, memoryview) else obj
+        n = len(data)
+        if n <= 0xFF:
+            out += _B_B(0xC4, n)
+        elif n <= 0xFFFF:
+            out += _B_H(0xC5, n)
+        elif n <= _LEN32_MAX:
+            out += _B_I(0xC6, n)
+        else:
+            raise Unsendable(obj, too_long("bin", n))
+        out += data
+    elif isinstance(obj, ExtType):
+        out += ext_bytes(obj)
+    elif isinstance(obj, (list, tuple)):
+        if depth > max_depth:
+            raise Unsendable(obj, None)
+        is_list = isinstance(obj, list)
+        n = list.__len__(obj) if is_list else tuple.__len__(obj)
+        item_at = list.__getitem__ if is_list else tuple.__getitem__
+        if n <= 0x0F:
+            out.append(0x90 | n)
+        elif n <= 0xFFFF:
+            out += _B_H(0xDC, n)
+        elif n <= _LEN32_MAX:
+            out += _B_I(0xDD, n)
+        else:
+            raise Unsendable(obj, too_long("array", n))
+        for index in range(n):
+            try:
+                item = item_at(obj, index)
+            except IndexError:
+                raise RuntimeError("list changed size while it was being packed") from None
+            try:
+                _pack(item, out, depth + 1, max_depth)
+            except Unsendable as exc:
+                exc.steps.append((obj, index, True))
+                raise
+    elif isinstance(obj, dict):
+        if depth > max_depth:
+            raise Unsendable(obj, None)
+        n = dict.__len__(obj)
+        if n <= 0x0F:
+            out.append(0x80 | n)
+        elif n <= 0xFFFF:
+            out += _B_H(0xDE, n)
+        elif n <= _LEN32_MAX:
+            out += _B_I(0xDF, n)
+        else:
+            raise Unsendable(obj, too_long("map", n))
+        converted = False
+        for key, value in dict.items(obj):
+            if type(key) is not str and not converted:
+                check_key_collisions(obj)
+                converted = True
+            _pack_key(out, obj, key, converted)
+            try:
+                _pack(value, out, depth + 1, max_depth)
+            except Unsendable as exc:
+                exc.steps.append((obj, key, False))
+                raise
+    elif isinstance(obj, datetime):
+        out += timestamp_ext(obj)
+    else:
+        raise Unsendable(obj, "unsupported type")
+
+
+# ---------------------------------------------------------------- unpack
+
+
+def check_data(data: object) -> None:
+    """Raise TypeError unless ``data`` is bytes, bytearray or memoryview."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"unpack_message needs bytes, bytearray or memoryview, not {type(data).__name__}")
+
+
+def datetime_from_timestamp(data: bytes) -> datetime:
+    """Decode the data of a msgpack timestamp (ext -1) into an aware UTC datetime."""
+    n = len(data)
+    if n == 4:
+        seconds = int.from_bytes(data, "big")
+        nanoseconds = 0
+    elif n == 8:
+        data64 = int.from_bytes(data, "big")
+        seconds = data64 & 0x3FFFFFFFF
+        nanoseconds = data64 >> 34
+    elif n == 12:
+        nanoseconds = int.from_bytes(data[:4], "big")
+        seconds = int.from_bytes(data[4:], "big", signed=True)
+    else:
+        raise ProtocolError(f"invalid timestamp: ext -1 with {n} bytes of data (needs 4, 8 or 12)")
+    if nanoseconds > 999_999_999:
+        raise ProtocolError(f"invalid timestamp: nanoseconds {nanoseconds} > 999999999")
+    try:
+        return _EPOCH + timedelta(seconds=seconds, microseconds=nanoseconds // 1000)
+    except OverflowError:
+        raise ProtocolError(f"timestamp {seconds} s is outside the datetime range") from None
+
+
+def ext_value(code: int, data: bytes) -> object:
+    """The Python value of a msgpack ext: datetime for -1, None for JavaScript's undefined."""
+    if code == -1:
+        return datetime_from_timestamp(data)
+    if code == 0 and not data:
+        return None
+    if code < 0:
+        raise ProtocolError(f"reserved ext type {code} is not supported")
+    return ExtType(code, data)
+
+
+def truncated(pos: int) -> ProtocolError:
+    """The error for data that ends too early."""
+    return ProtocolError(f"truncated message: data ends inside the value at offset {pos}")
+
+
+def over_limit(kind: str, length: int, limit_name: str, limit: int, pos: int) -> ProtocolError:
+    """The error for a str/bin/array/map longer than the receiver's limit."""
+    return ProtocolError(f"{kind} of length {length} at offset {pos} exceeds {limit_name}={limit}")
+
+
+def unpack_message(data: bytes | bytearray | memoryview, limits: Limits | None = None) -> dict:
+    """Decode one message; anything but a well-formed map within ``limits`` is a ProtocolError."""
+    check_data(data)
+    if limits is None:
+        limits = DEFAULT_LIMITS
+    if type(data) is not bytes:
+        data = bytes(data)
+    if not data:
+        raise ProtocolError("empty message")
+    first = data[0]
+    if not (0x80 <= first <= 0x8F or first == 0xDE or first == 0xDF):
+        raise ProtocolError(f"a message must be a msgpack map; it starts with byte 0x{first:02x}")
+    try:
+        value, pos = _unpack(data, 0, 1, limits)
+    except RecursionError:
+        raise ProtocolError("nesting too deep for the pure-Python codec") from None
+    if pos != len(data):
+        raise ProtocolError(f"{len(data) - pos} trailing bytes after the message at offset {pos}")
+    return value
+
+
+def _uint(data: bytes, pos: int, size: int) -> int:
+    end = pos + size
+    if end > len(data):
+        raise truncated(pos)
+    return int.from_bytes(data[pos:end], "big")
+
+
+def _sint(data: bytes, pos: int, size: int) -> int:
+    end = pos + size
+    if end > len(data):
+        raise truncated(pos)
+    return int.from_bytes(data[pos:end], "big", signed=True)
+
+
+def _raw(data: bytes, pos: int, n: int) -> bytes:
+    end = pos + n
+    if end > len(data):
+        raise truncated(pos)
+    return data[pos:end]
+
+
+def _unpack(data: bytes, pos: int, depth: int, limits: Limits) -> tuple[object, int]:
+    """Decode the value at ``pos``; return it and the offset after it."""
+    if pos >= len(data):
+        raise truncated(pos)
+    start = pos
+    b = data[pos]
+    pos += 1
+    if b <= 0x7F:
+        return b, pos
+    if b >= 0xE0:
+        return b - 0x100, pos
+    if 0xA0 <= b <= 0xBF:
+        return _str(data, pos, b & 0x1F, start, limits)
+    if 0x90 <= b <= 0x9F:
+        return _array(data, pos, b & 0x0F, start, depth, limits)
+    if 0x80 <= b <= 0x8F:
+        return _map(data, pos, b & 0x0F, start, depth, limits)
+    if b == 0xC0:
+        return None, pos
+    if b == 0xC2:
+        return False, pos
+    if b == 0xC3:
+        return True, pos
+    if b == 0xCC:
+        return _uint(data, pos, 1), pos + 1
+    if b == 0xCD:
+        return _uint(data, pos, 2), pos + 2
+    if b == 0xCE:
+        return _uint(data, pos, 4), pos + 4
+    if b == 0xCF:
+        return _uint(data, pos, 8), pos + 8
+    if b == 0xD0:
+        return _sint(data, pos, 1), pos + 1
+    if b == 0xD1:
+        return _sint(data, pos, 2), pos + 2
+    if b == 0xD2:
+        return _sint(data, pos, 4), pos + 4
+    if b == 0xD3:
+        return _sint(data, pos, 8), pos + 8
+    if b == 0xCA or b == 0xCB:
+        size = 4 if b == 0xCA else 8
+        value = struct.unpack(">f" if size == 4 else ">d", _raw(data, pos, size))[0]
+        return (value if math.isfinite(value) else None), pos + size
+    if b == 0xD9:
+        return _str(data, pos + 1, _uint(data, pos, 1), start, limits)
+    if b == 0xDA:
+        return _str(data, pos + 2, _uint(data, pos, 2), start, limits)
+    if b == 0xDB:
+        return _str(data, pos + 4, _uint(data, pos, 4), start, limits)
+    if 0xC4 <= b <= 0xC6:
+        size = 1 << (b - 0xC4)
+        n = _uint(data, pos, size)
+        if n > limits.max_bin_len:
+            raise over_limit("bin", n, "max_bin_len", limits.max_bin_len, start)
+        pos += size
+        return _raw(data, pos, n), pos + n
+    if b == 0xDC or b == 0xDD:
+        size = 2 if b == 0xDC else 4
+        return _array(data, pos + size, _uint(data, pos, size), start, depth, limits)
+    if b == 0xDE or b == 0xDF:
+        size = 2 if b == 0xDE else 4
+        return _map(data, pos + size, _uint(data, pos, size), start, depth, limits)
+    if 0xD4 <= b <= 0xD8:
+        n = 1 << (b - 0xD4)
+    elif 0xC7 <= b <= 0xC9:
+        size = 1 << (b - 0xC7)
+        n = _uint(data, pos, size)
+        pos += size
+    else:
+        raise ProtocolError(f"invalid msgpack byte 0x{b:02x} at offset {start}")
+    if n > limits.max_bin_len:
+        raise over_limit("ext", n, "max_bin_len", limits.max_bin_len, start)
+    code = _sint(data, pos, 1)
+    pos += 1
+    return ext_value(code, _raw(data, pos, n)), pos + n
+
+
+def _str(data: bytes, pos: int, n: int, start: int, limits: Limits) -> tuple[str, int]:
+    if n > limits.max_str_len:
+        raise over_limit("str", n, "max_str_len", limits.max_str_len, start)
+    raw = _raw(data, pos, n)
+    try:
+        return raw.decode("utf-8"), pos + n
+    except UnicodeDecodeError:
+        raise ProtocolError(f"invalid UTF-8 in the str at offset {start}") from None
+
+
+def _container_checks(kind: str, n: int, per_item: int, data: bytes, pos: int, start: int, depth: int, limits: Limits):
+    if depth > limits.max_depth:
+        raise ProtocolError(f"nesting deeper than max_depth={limits.max_depth} at offset {start}")
+    limit = limits.max_array_len if kind == "array" else limits.max_map_len
+    if n > limit:
+        raise over_limit(kind, n, f"max_{kind}_len", limit, start)
+    if n * per_item > len(data) - pos:
+        raise truncated(pos)
+
+
+def _array(data: bytes, pos: int, n: int, start: int, depth: int, limits: Limits) -> tuple[list, int]:
+    _container_checks("array", n, 1, data, pos, start, depth, limits)
+    items = []
+    for _ in range(n):
+        item, pos = _unpack(data, pos, depth + 1, limits)
+        items.append(item)
+    return items, pos
+
+
+def _map(data: bytes, pos: int, n: int, start: int, depth: int, limits: Limits) -> tuple[dict, int]:
+    _container_checks("map", n, 2, data, pos, start, depth, limits)
+    result = {}
+    for _ in range(n):
+        key_pos = pos
+        key, pos = _unpack(data, pos, depth + 1, limits)
+        if type(key) is str:
+            key = sys.intern(key)
+        value, pos = _unpack(data, pos, depth + 1, limits)
+        try:
+            result[key] = value
+        except TypeError:
+            raise ProtocolError(f"unhashable map key of type {type(key).__name__} at offset {key_pos}") from None
+    return result, pos

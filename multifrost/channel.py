@@ -1,0 +1,383 @@
+"""Request/response correlation over a ParentEnd: the parent's call path.
+
+Two flavours share one dispatch: ``SyncChannel`` for plain threads, where the calling
+thread does the socket I/O itself under a lock and the thread that holds the lead hands
+other threads' replies to them (leader/follower: no thread hop when uncontended), and
+``AsyncChannel`` for asyncio, which drains the socket from ``loop.add_reader`` and sends
+straight from the calling task. See shared PERFORMANCE.md for why these two designs.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import threading
+import time
+from typing import Callable
+
+from . import protocol
+from .codec import Limits, unpack_message
+from .errors import CallTimeoutError, MultifrostError, ProtocolError, TransportClosed
+from .transports import ParentEnd
+
+log = logging.getLogger("multifrost.parent")
+
+OutputHandler = Callable[[protocol.Message], None]
+
+#: How often a caller blocked by the high-water mark looks at the socket again (seconds).
+_SEND_RETRY = 0.01
+
+
+class _Channel:
+    """What both flavours share: the pending table and turning payloads into outcomes."""
+
+    def __init__(self, end: ParentEnd, on_output: OutputHandler, limits: Limits | None) -> None:
+        self.end = end
+        self._on_output = on_output
+        self._limits = limits
+        self._pending: dict = {}
+        self._failure: MultifrostError | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def _decode(self, payload: bytes) -> protocol.Message | None:
+        try:
+            return protocol.parse(unpack_message(payload, self._limits))
+        except ProtocolError as exc:
+            log.warning("dropped a message from the worker: %s", exc)
+            return None
+
+    def _deliver(self, message: protocol.Message, outputs: list) -> None:
+        """Route one inbound message: a reply to its waiter, output to the handler."""
+        kind = message.type
+        if kind in (protocol.RESPONSE, protocol.ERROR, protocol.HEARTBEAT):
+            waiter = self._pending.pop(message.id, None)
+            if waiter is None:
+                log.debug("dropped a %s for unknown request %s (late or timed out)", kind, message.id)
+            else:
+                self._resolve(waiter, message)
+        elif kind in (protocol.STDOUT, protocol.STDERR):
+            outputs.append(message)
+        else:
+            log.debug("ignored a %s message from the worker", kind)
+
+    def _hand_out(self, outputs: list) -> None:
+        for message in outputs:
+            try:
+                self._on_output(message)
+            except Exception:
+                log.exception("the output handler raised")
+
+    def _resolve(self, waiter, message: protocol.Message) -> None:
+        raise NotImplementedError
+
+
+class _Waiter:
+    """A sync caller's slot: the outcome, and a lock that is released to wake it."""
+
+    __slots__ = ("message", "error", "done", "sleeping", "wake")
+
+    def __init__(self) -> None:
+        self.message: protocol.Message | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.sleeping = False
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+    def outcome(self) -> protocol.Message:
+        if self.error is not None:
+            raise self.error
+        return self.message
+
+
+class SyncChannel(_Channel):
+    """Blocking calls from any number of threads; the first waiting thread leads the I/O."""
+
+    def __init__(self, end: ParentEnd, on_output: OutputHandler, limits: Limits | None = None) -> None:
+        super().__init__(end, on_output, limits)
+        self._lock = threading.Lock()
+        self._leading = False
+        self._followers: list[_Waiter] = []
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller = select.poll()
+        self._poller.register(end.fileno(), select.POLLIN)
+        self._poller.register(self._wake_r, select.POLLIN)
+
+    def submit(self, msg_id: str, payload: bytes) -> tuple[_Waiter, bool]:
+        """Register a request and try to send it; returns its waiter and whether it went out."""
+        waiter = _Waiter()
+        outputs: list = []
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            self._pending[msg_id] = waiter
+            sent = self.end.send_nowait(payload)
+            self._drain_locked(outputs)
+        self._hand_out(outputs)
+        return waiter, sent
+
+    def forget(self, msg_id: str) -> None:
+        """Stop waiting for ``msg_id`` (timed out): a late reply is then dropped."""
+        with self._lock:
+            self._pending.pop(msg_id, None)
+
+    def request(self, msg_id: str, payload: bytes, timeout: float | None, what: str) -> protocol.Message:
+        """Send ``payload`` and wait for the reply carrying ``msg_id``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiter, sent = self.submit(msg_id, payload)
+        try:
+            if not sent:
+                self._send_when_ready(waiter, payload, deadline, what)
+            self._wait(waiter, deadline, what)
+        finally:
+            if not waiter.done:
+                self.forget(msg_id)
+        return waiter.outcome()
+
+    def _send_when_ready(self, waiter: _Waiter, payload: bytes, deadline: float | None, what: str) -> None:
+        """The high-water mark (or no peer yet) refused the send: retry until it goes or time is up."""
+        poller = select.poll()
+        poller.register(self.end.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while True:
+            outputs: list = []
+            with self._lock:
+                if waiter.done:
+                    return
+                sent = self.end.send_nowait(payload)
+                self._drain_locked(outputs)
+            self._hand_out(outputs)
+            if sent:
+                return
+            remaining = _remaining(deadline)
+            if remaining is not None and remaining <= 0:
+                raise CallTimeoutError(f"{what}: could not send within the timeout (the worker is not reading)")
+            poller.poll(_ms(min(_SEND_RETRY, remaining) if remaining is not None else _SEND_RETRY))
+
+    def _wait(self, waiter: _Waiter, deadline: float | None, what: str) -> None:
+        while True:
+            with self._lock:
+                if waiter.done:
+                    return
+                lead = not self._leading
+                if lead:
+                    self._leading = True
+                else:
+                    waiter.sleeping = True
+                    self._followers.append(waiter)
+            if lead:
+                try:
+                    self._lead(waiter, deadline)
+                finally:
+                    with self._lock:
+                        self._leading = False
+                        self._promote_locked()
+                if not waiter.done:
+                    raise CallTimeoutError(f"{what} timed out")
+                return
+            remaining = _remaining(deadline)
+            if waiter.wake.acquire(timeout=-1 if remaining is None else max(remaining, 0)):
+                continue  # done, or promoted to lead
+            with self._lock:
+                if waiter.sleeping:  # nobody woke us: time is up
+                    waiter.sleeping = False
+                    self._followers.remove(waiter)
+                    if not waiter.done:
+                        raise CallTimeoutError(f"{what} timed out")
+                    return
+            waiter.wake.acquire()  # a wake-up raced the timeout: take it
+
+    def _lead(self, waiter: _Waiter, deadline: float | None) -> None:
+        """Poll the socket and hand out replies until ours is in or time is up."""
+        poll = self._poller.poll
+        while not waiter.done:
+            remaining = _remaining(deadline)
+            if remaining is not None and remaining <= 0:
+                return
+            events = poll(None if remaining is None else _ms(remaining))
+            if any(fd == self._wake_r for fd, _ in events):
+                _read_all(self._wake_r)
+            outputs: list = []
+            with self._lock:
+                self._drain_locked(outputs)
+            self._hand_out(outputs)
+
+    def _promote_locked(self) -> None:
+        """Wake one sleeping follower so that it takes the lead."""
+        while self._followers:
+            follower = self._followers.pop()
+            if follower.sleeping:
+                follower.sleeping = False
+                follower.wake.release()
+                return
+
+    def _drain_locked(self, outputs: list) -> None:
+        recv = self.end.recv_nowait
+        while True:
+            payload = recv()
+            if payload is None:
+                return
+            message = self._decode(payload)
+            if message is not None:
+                self._deliver(message, outputs)
+
+    def _resolve(self, waiter: _Waiter, message: protocol.Message) -> None:
+        waiter.message = message
+        self._finish_locked(waiter)
+
+    def _finish_locked(self, waiter: _Waiter) -> None:
+        waiter.done = True
+        if waiter.sleeping:
+            waiter.sleeping = False
+            self._followers.remove(waiter)
+            waiter.wake.release()
+
+    def poll_idle(self, timeout: float, fds: list[int]) -> set[int]:
+        """For a supervisor thread: wait on ``fds`` and, while no caller leads, on the socket.
+
+        Output and heartbeat echoes that arrive while nobody calls are handed out here.
+        Returns which of ``fds`` are readable.
+        """
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        end_fd = self.end.fileno()
+        watch_end = not self._leading
+        if watch_end:
+            poller.register(end_fd, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(_ms(timeout))}
+        if watch_end and end_fd in ready:
+            outputs: list = []
+            with self._lock:
+                if not self._leading:
+                    self._drain_locked(outputs)
+            self._hand_out(outputs)
+        return ready & set(fds)
+
+    def fail_all(self, error: MultifrostError, *, final: bool = False) -> None:
+        """Fail every call in flight with ``error`` (crash, close); ``final`` fails later calls too."""
+        with self._lock:
+            if final:
+                self._failure = error
+            pending, self._pending = self._pending, {}
+            for waiter in pending.values():
+                waiter.error = error
+                self._finish_locked(waiter)
+        self.interrupt()
+
+    def interrupt(self) -> None:
+        """Wake the leader (and an idle supervisor) so that they look at the state again."""
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        self.fail_all(TransportClosed("the worker was closed"), final=True)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class AsyncChannel(_Channel):
+    """Awaitable calls on one event loop; replies are drained from ``loop.add_reader``."""
+
+    def __init__(self, end: ParentEnd, on_output: OutputHandler, limits: Limits | None = None) -> None:
+        super().__init__(end, on_output, limits)
+        self._loop = asyncio.get_running_loop()
+        self._fd = end.fileno()
+        self._ready = asyncio.Event()
+        self._loop.add_reader(self._fd, self.drain)
+
+    async def request(self, msg_id: str, payload: bytes, timeout: float | None, what: str) -> protocol.Message:
+        """Send ``payload`` and wait for the reply carrying ``msg_id``."""
+        if self._failure is not None:
+            raise self._failure
+        future = self._loop.create_future()
+        self._pending[msg_id] = future
+        timer = None
+        try:
+            if timeout is not None:
+                timer = self._loop.call_later(timeout, _expire, future, what)
+            if not self.end.send_nowait(payload):
+                await self._send_when_ready(future, payload)
+            self.drain()
+            return await future
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._pending.pop(msg_id, None)
+
+    async def _send_when_ready(self, future: asyncio.Future, payload: bytes) -> None:
+        """Refused at the high-water mark (or no peer yet): retry on each wake-up of the socket."""
+        while not future.done():
+            self._ready.clear()
+            self.drain()
+            if self.end.send_nowait(payload):
+                return
+            waiter = self._loop.create_task(self._ready.wait())
+            try:
+                await asyncio.wait([waiter, future], timeout=_SEND_RETRY, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+        future.result()  # raises the timeout or failure that ended the wait
+
+    def drain(self) -> None:
+        """Read every ready message and hand it out (the reader callback)."""
+        self._ready.set()
+        outputs: list = []
+        recv = self.end.recv_nowait
+        while True:
+            payload = recv()
+            if payload is None:
+                break
+            message = self._decode(payload)
+            if message is not None:
+                self._deliver(message, outputs)
+        self._hand_out(outputs)
+
+    def _resolve(self, future: asyncio.Future, message: protocol.Message) -> None:
+        if not future.done():
+            future.set_result(message)
+
+    def fail_all(self, error: MultifrostError, *, final: bool = False) -> None:
+        if final:
+            self._failure = error
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
+        self.fail_all(TransportClosed("the worker was closed"), final=True)
+
+
+def _expire(future: asyncio.Future, what: str) -> None:
+    if not future.done():
+        future.set_exception(CallTimeoutError(f"{what} timed out"))
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _ms(seconds: float) -> int:
+    """select.poll takes whole milliseconds; round up so that a short wait is not a busy loop."""
+    return max(0, int(seconds * 1000 + 0.999))
+
+
+def _read_all(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass

@@ -1,0 +1,21 @@
+"""msgpack codec of Multifrost messages: ``pack_message`` / ``unpack_message``.
+
+The compiled ``multifrost._codec`` is used when it is importable; otherwise (or
+with ``MULTIFROST_PUREPYTHON=1`` in the environment) the pure-Python twin
+``multifrost._codec_fallback``. Both produce identical bytes and identical errors.
+"""
+from __future__ import annotations
+
+import os
+
+from ._limits import DEFAULT_LIMITS, Limits
+
+if os.environ.get("MULTIFROST_PUREPYTHON") == "1":
+    from ._codec_fallback import IMPLEMENTATION, pack_message, unpack_message
+else:
+    try:
+        from ._codec import IMPLEMENTATION, pack_message, unpack_message
+    except ImportError:
+        from ._codec_fallback import IMPLEMENTATION, pack_message, unpack_message
+
+__all__ = ["DEFAULT_LIMITS", "IMPLEMENTATION", "Limits", "pack_message", "unpack_message"]

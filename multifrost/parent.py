@@ -1,0 +1,721 @@
+"""ParentWorker: call a worker's methods as if they were local, from threads or asyncio.
+
+A worker is started with ``start()`` (the sync API: ``w.call.add(1, 2)``) or ``astart()``
+(the async API: ``await w.acall.add(1, 2)``). The sync API does its socket I/O in the
+calling thread (channel.SyncChannel) and keeps one supervisor thread for heartbeats,
+output and crash handling; the async API does everything on the caller's event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import protocol
+from .channel import AsyncChannel, SyncChannel, _read_all
+from .circuit import CircuitBreaker
+from .codec import Limits, pack_message
+from .errors import (CallTimeoutError, CircuitOpenError, MultifrostError, RemoteCallError,
+                     TransportClosed, WorkerCrashedError, WorkerStartError)
+from .metrics import Metrics
+from .process import ChildProcess
+from .proxy import CallProxy
+from .targets import ConnectTarget, InprocessTarget, SpawnTarget
+
+log = logging.getLogger("multifrost.parent")
+output_log = logging.getLogger("multifrost.child_output")
+
+_UNSET: Any = object()
+_START_PROBE = 0.25  # seconds between readiness heartbeats while a worker starts
+_CLOSE_GRACE = 2.0  # seconds a child gets to exit after SHUTDOWN, and again after SIGTERM
+_BACKOFF_START, _BACKOFF_CAP = 0.1, 5.0
+
+
+@dataclass
+class _Options:
+    default_timeout: float | None = None
+    auto_restart: bool = False
+    max_restart_attempts: int = 5
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 3.0
+    heartbeat_max_misses: int = 3
+    start_timeout: float = 10.0
+    circuit_reset_timeout: float = 10.0
+    on_output: Callable[[str, str], None] | None = None
+    client_name: str | None = None
+    limits: Limits | None = None
+
+
+class ParentWorker:
+    """A handle on one worker. Build it with ``spawn``, ``connect`` or ``inprocess``; those do no I/O."""
+
+    def __init__(self, target, options: _Options) -> None:
+        self._target = target
+        self._options = options
+        self._mode: str | None = None
+        self._closing = False
+        self._channel: SyncChannel | AsyncChannel | None = None
+        self._process: ChildProcess | None = None
+        self._down: MultifrostError | None = None  # why the worker is not running, when it is not
+        self._breaker = CircuitBreaker(max(1, options.max_restart_attempts), options.circuit_reset_timeout)
+        self._misses = 0
+        self._healthy = False
+        self.metrics = Metrics()
+        self._restart_requested = False
+        self._restarting = False
+        # sync API
+        self._ready = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
+        self._state_lock = threading.Lock()
+        # async API
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._aready: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.call = CallProxy(self.call_function)
+        self.acall = CallProxy(self.acall_function)
+
+    # -- factories -------------------------------------------------------------------------
+
+    @classmethod
+    def spawn(cls, script: str, executable: str | None = None, *, args: tuple = (), env: dict | None = None,
+              cwd: str | None = None, transport: str = "tcp", default_timeout: float | None = None,
+              auto_restart: bool = False, max_restart_attempts: int = 5, heartbeat_interval: float = 5.0,
+              heartbeat_timeout: float = 3.0, heartbeat_max_misses: int = 3, start_timeout: float = 10.0,
+              circuit_reset_timeout: float = 10.0, on_output: Callable[[str, str], None] | None = None,
+              client_name: str | None = None, limits: Limits | None = None) -> "ParentWorker":
+        """A worker process running ``script`` (with ``executable``, default this Python)."""
+        options = _Options(default_timeout, auto_restart, max_restart_attempts, heartbeat_interval,
+                           heartbeat_timeout, heartbeat_max_misses, start_timeout, circuit_reset_timeout,
+                           on_output, client_name, limits)
+        return cls(SpawnTarget(script, executable, args, env, cwd, transport), options)
+
+    @classmethod
+    def connect(cls, service_id: str, timeout: float = 5.0, *, registry=None,
+                default_timeout: float | None = None, heartbeat_interval: float = 5.0,
+                heartbeat_timeout: float = 3.0, heartbeat_max_misses: int = 3,
+                circuit_reset_timeout: float = 10.0, on_output: Callable[[str, str], None] | None = None,
+                client_name: str | None = None, limits: Limits | None = None) -> "ParentWorker":
+        """A running service registered as ``service_id``; ``timeout`` bounds discovery."""
+        options = _Options(default_timeout, False, 5, heartbeat_interval, heartbeat_timeout,
+                           heartbeat_max_misses, timeout, circuit_reset_timeout, on_output, client_name, limits)
+        return cls(ConnectTarget(service_id, timeout, registry), options)
+
+    @classmethod
+    def inprocess(cls, worker, transport: str = "memory", *, default_timeout: float | None = None,
+                  heartbeat_interval: float = 0.0, on_output: Callable[[str, str], None] | None = None,
+                  limits: Limits | None = None) -> "ParentWorker":
+        """``worker`` (a ChildWorker object) served in this process: for unit tests of workers."""
+        options = _Options(default_timeout=default_timeout, heartbeat_interval=heartbeat_interval,
+                           on_output=on_output, limits=limits)
+        return cls(InprocessTarget(worker, transport), options)
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (spawn mode), else None."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def endpoint(self) -> str | None:
+        """The endpoint the parent end is bound or connected to."""
+        return self._channel.end.endpoint if self._channel is not None else None
+
+    @property
+    def is_healthy(self) -> bool:
+        """Started, running, answering heartbeats, and the circuit is closed."""
+        return (self._healthy and self._down is None and not self._closing
+                and self._breaker.state == "closed")
+
+    @property
+    def circuit_open(self) -> bool:
+        """True while the circuit breaker fails calls at once (open or half-open)."""
+        return self._breaker.state != "closed"
+
+    @property
+    def last_heartbeat_rtt_ms(self) -> float | None:
+        return self.metrics.heartbeat_rtt_last_ms
+
+    def __repr__(self) -> str:
+        return f"<ParentWorker {self._target.describe()} mode={self._mode} healthy={self.is_healthy}>"
+
+    # -- calls (shared) --------------------------------------------------------------------
+
+    def _prepare(self, function: str, args, timeout, namespace) -> tuple[str, bytes, float | None, str | None]:
+        """Check the circuit and build the CALL; PayloadError here means nothing was sent."""
+        if not isinstance(function, str):
+            raise TypeError(f"function name must be str, not {type(function).__name__}")
+        if timeout is _UNSET:
+            timeout = self._options.default_timeout
+        permit = self._breaker.allow()
+        if permit is None:
+            raise CircuitOpenError(f"circuit breaker open for {self._target.describe()}: "
+                                   f"calls fail at once until the reset timeout passes or restart() is called")
+        message = protocol.call(function, list(args), namespace or protocol.DEFAULT_NAMESPACE,
+                                self._options.client_name)
+        try:
+            payload = pack_message(message)
+        except BaseException:
+            if permit == "trial":
+                self._breaker.end_trial()
+            raise
+        return message["id"], payload, timeout, permit
+
+    def _finish(self, reply: protocol.Message, started: float, permit: str) -> Any:
+        self.metrics.call_finished(time.perf_counter() - started, "ok" if reply.type == protocol.RESPONSE else "error")
+        if permit == "trial":
+            self._breaker.record_success()
+        if reply.type == protocol.RESPONSE:
+            return reply.result
+        if reply.type == protocol.ERROR:
+            raise RemoteCallError.from_wire(reply.error)
+        raise RemoteCallError(f"the worker answered a call with a {reply.type} message")
+
+    def _failed(self, exc: BaseException, started: float, permit: str) -> None:
+        outcome = "timeout" if isinstance(exc, CallTimeoutError) else "error"
+        self.metrics.call_finished(time.perf_counter() - started, outcome)
+        if permit == "trial":
+            if isinstance(exc, (WorkerCrashedError, WorkerStartError)):
+                self._breaker.record_failure()
+            else:
+                self._breaker.end_trial()
+
+    def _what(self, function: str) -> str:
+        return f"call {function}() to {self._target.describe()}"
+
+    # -- sync API --------------------------------------------------------------------------
+
+    def start(self) -> "ParentWorker":
+        """Start (or connect to) the worker; returns once it answers. Raises WorkerStartError."""
+        self._claim("sync")
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        try:
+            self._establish()
+        except BaseException:
+            self.close()
+            raise
+        self._supervisor = threading.Thread(target=self._supervise, name="multifrost-supervisor", daemon=True)
+        self._supervisor.start()
+        return self
+
+    def call_function(self, function: str, args=(), timeout: float | None = _UNSET,
+                      namespace: str | None = None) -> Any:
+        """Call ``function(*args)`` in the worker and return its result (sync API)."""
+        if self._mode != "sync":
+            self._wrong_mode("call", "start()")
+        msg_id, payload, timeout, permit = self._prepare(function, args, timeout, namespace)
+        started = time.perf_counter()
+        self.metrics.call_started()
+        try:
+            if not self._ready.is_set():
+                self._wait_ready(timeout, permit)
+            reply = self._channel.request(msg_id, payload, timeout, self._what(function))
+        except BaseException as exc:
+            self._failed(exc, started, permit)
+            raise
+        return self._finish(reply, started, permit)
+
+    def ping(self, timeout: float | None = None) -> float:
+        """One heartbeat round trip, in milliseconds."""
+        if self._mode != "sync":
+            self._wrong_mode("ping", "start()")
+        message = protocol.heartbeat()
+        reply = self._channel.request(message["id"], pack_message(message), timeout or self._options.heartbeat_timeout,
+                                      f"heartbeat to {self._target.describe()}")
+        return self._heartbeat_rtt(reply)
+
+    def restart(self) -> None:
+        """Stop the child and start it again (spawn mode); closes the circuit."""
+        if self._mode != "sync":
+            self._wrong_mode("restart", "start()")
+        self._breaker.reset()
+        with self._state_lock:
+            self._ready.clear()
+            self._teardown(WorkerCrashedError(f"{self._target.describe()} is being restarted"))
+            self._establish()
+
+    def close(self) -> None:
+        """Stop heartbeats, shut the child down (spawn) and release everything; idempotent."""
+        if self._mode == "async":
+            raise RuntimeError("this worker was started with astart(); close it with await aclose()")
+        if self._closing:
+            return
+        self._closing = True
+        if self._wake_w >= 0:
+            os.write(self._wake_w, b"x")
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
+        with self._state_lock:
+            self._teardown(TransportClosed(f"{self._target.describe()} was closed"), shutdown=True)
+            self._target.close()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+        self._ready.clear()
+
+    def __enter__(self) -> "ParentWorker":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _claim(self, mode: str) -> None:
+        if self._mode is not None:
+            raise RuntimeError(f"this worker was already started ({self._mode} API); a ParentWorker starts once")
+        self._mode = mode
+
+    def _wrong_mode(self, what: str, starter: str) -> None:
+        if self._mode is None:
+            raise RuntimeError(f"the worker is not started: call {starter} (or use it as a context manager) first")
+        other = "start()" if self._mode == "sync" else "astart()"
+        raise RuntimeError(f"{what}: this worker was started with {other}; "
+                           f"use {'call/call_function' if self._mode == 'sync' else 'acall/acall_function'}")
+
+    def _establish(self) -> None:
+        """Open the end (spawning or discovering), then wait until the worker echoes a heartbeat."""
+        end, process = self._target.open()
+        channel = SyncChannel(end, self._on_output, self._options.limits)
+        self._channel, self._process = channel, process
+        deadline = time.monotonic() + self._options.start_timeout
+        while True:
+            message = protocol.heartbeat()
+            try:
+                channel.request(message["id"], pack_message(message),
+                                min(_START_PROBE, max(0.0, deadline - time.monotonic())), "start")
+                break
+            except CallTimeoutError:
+                self._check_start(deadline)
+        self._up()
+        self._ready.set()
+
+    def _check_start(self, deadline: float) -> None:
+        process = self._process
+        if process is not None:
+            process.read_stderr()
+            if process.returncode is not None:
+                raise WorkerStartError(f"{self._target.describe()} {process.describe_exit()} before it connected",
+                                       exit_code=process.returncode, stderr_tail=process.stderr_tail())
+        if time.monotonic() >= deadline:
+            tail = process.stderr_tail() if process is not None else ""
+            raise WorkerStartError(f"{self._target.describe()} did not answer within "
+                                   f"start_timeout={self._options.start_timeout} s", stderr_tail=tail)
+
+    def _up(self) -> None:
+        self._down = None
+        self._healthy = True
+        self._misses = 0
+        self._breaker.record_success()
+        self.metrics.circuit_state = self._breaker.state
+
+    def _wait_ready(self, timeout: float | None, permit: str) -> None:
+        """The worker is down or restarting: wait for it within the call's timeout."""
+        if permit == "trial" and self._down is not None:
+            self._restart_requested = self._restarting = True
+            os.write(self._wake_w, b"x")
+        elif self._down is not None and not self._options.auto_restart:
+            raise self._down
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))):
+            if self._closing or (self._down is not None and not self._restarting):
+                raise self._down or TransportClosed(f"{self._target.describe()} was closed")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise CallTimeoutError(f"{self._target.describe()} did not come back within the timeout")
+
+    def _teardown(self, reason: MultifrostError, shutdown: bool = False) -> None:
+        """Fail calls in flight with ``reason`` and release the channel and the process."""
+        channel, process = self._channel, self._process
+        if channel is not None:
+            if shutdown and process is not None:
+                channel.end.send_nowait(pack_message(protocol.shutdown()))
+            channel.fail_all(reason, final=True)
+        if process is not None:
+            if not (shutdown and process.wait(_CLOSE_GRACE)):
+                process.stop(_CLOSE_GRACE)
+            process.close()
+        if channel is not None:
+            channel.close()
+            channel.end.close()
+        self._channel = self._process = None
+
+    def _supervise(self) -> None:
+        """The sync API's one background thread: output, crashes, restarts, heartbeats."""
+        beat = _HeartbeatClock(self._options)
+        while not self._closing:
+            process = self._process
+            fds = [self._wake_r] + ([process.exit_fd, process.stderr_fd] if process is not None else [])
+            channel = self._channel
+            try:
+                if channel is not None:
+                    ready = channel.poll_idle(beat.wait(), fds)
+                else:
+                    ready = {self._wake_r} if _sleep_on(self._wake_r, 1.0) else set()
+            except (OSError, ValueError, MultifrostError):
+                ready = set()  # the channel was replaced or closed under us; look again
+            if self._closing:
+                return
+            if self._wake_r in ready:
+                _read_all(self._wake_r)
+            if process is not None and process is self._process:
+                if process.stderr_fd in ready:
+                    process.read_stderr()
+                if process.exit_fd in ready:
+                    self._on_exit(process)
+            if self._restart_requested:
+                self._restart_requested = False
+                self._restart_loop(attempts=1)
+            if channel is not None and channel is self._channel and self._down is None:
+                beat.tick(self, channel)
+
+    def _on_exit(self, process: ChildProcess) -> None:
+        """The child exited on its own: fail calls in flight now, then restart if asked to."""
+        error = WorkerCrashedError(
+            f"{self._target.describe()} {process.describe_exit()}; calls in flight failed",
+            exit_code=process.returncode, stderr_tail=process.stderr_tail())
+        with self._state_lock:
+            if process is not self._process:
+                return  # a restart() replaced it meanwhile
+            log.warning("%s", error)
+            self._ready.clear()
+            self._restarting = self._options.auto_restart and not self._closing
+            self._down = error
+            self._healthy = False
+            self._teardown(error)
+        self._breaker.record_failure()
+        self.metrics.circuit_state = self._breaker.state
+        if self._options.auto_restart and not self._closing:
+            self._restart_loop(self._options.max_restart_attempts)
+
+    def _restart_loop(self, attempts: int) -> None:
+        """Start the child again, backing off exponentially; after ``attempts`` failures the circuit opens."""
+        self._restarting = True
+        try:
+            self._restart_attempts(attempts)
+        finally:
+            self._restarting = False
+
+    def _restart_attempts(self, attempts: int) -> None:
+        delay = _BACKOFF_START
+        for _ in range(attempts):
+            if self._closing:
+                return
+            if _sleep_on(self._wake_r, delay) and self._closing:
+                return
+            try:
+                with self._state_lock:
+                    if self._closing:
+                        return
+                    self._establish()
+                self.metrics.restarts += 1
+                log.info("%s restarted", self._target.describe())
+                return
+            except WorkerStartError as exc:
+                log.warning("restart of %s failed: %s", self._target.describe(), exc)
+                with self._state_lock:
+                    self._down = exc
+                    self._teardown(exc)
+                self._breaker.record_failure()
+                self.metrics.circuit_state = self._breaker.state
+            delay = min(delay * 2, _BACKOFF_CAP)
+        self._breaker.trip()
+        self.metrics.circuit_state = self._breaker.state
+
+    # -- async API -------------------------------------------------------------------------
+
+    async def astart(self) -> "ParentWorker":
+        """Start (or connect to) the worker on the running loop; returns once it answers."""
+        self._claim("async")
+        self._loop = asyncio.get_running_loop()
+        self._aready = asyncio.Event()
+        try:
+            await self._aestablish()
+        except BaseException:
+            await self.aclose()
+            raise
+        if self._options.heartbeat_interval > 0:
+            self._spawn_task(self._aheartbeats())
+        return self
+
+    async def acall_function(self, function: str, args=(), timeout: float | None = _UNSET,
+                             namespace: str | None = None) -> Any:
+        """Call ``function(*args)`` in the worker and return its result (async API)."""
+        if self._mode != "async":
+            self._wrong_mode("acall", "astart()")
+        msg_id, payload, timeout, permit = self._prepare(function, args, timeout, namespace)
+        started = time.perf_counter()
+        self.metrics.call_started()
+        try:
+            if not self._aready.is_set():
+                await self._await_ready(timeout, permit)
+            reply = await self._channel.request(msg_id, payload, timeout, self._what(function))
+        except BaseException as exc:
+            self._failed(exc, started, permit)
+            raise
+        return self._finish(reply, started, permit)
+
+    async def aping(self, timeout: float | None = None) -> float:
+        """One heartbeat round trip, in milliseconds."""
+        if self._mode != "async":
+            self._wrong_mode("aping", "astart()")
+        message = protocol.heartbeat()
+        reply = await self._channel.request(message["id"], pack_message(message),
+                                            timeout or self._options.heartbeat_timeout,
+                                            f"heartbeat to {self._target.describe()}")
+        return self._heartbeat_rtt(reply)
+
+    async def arestart(self) -> None:
+        """Stop the child and start it again (spawn mode); closes the circuit."""
+        if self._mode != "async":
+            self._wrong_mode("arestart", "astart()")
+        self._breaker.reset()
+        self._aready.clear()
+        await self._ateardown(WorkerCrashedError(f"{self._target.describe()} is being restarted"))
+        await self._aestablish()
+
+    async def aclose(self) -> None:
+        """Stop heartbeats, shut the child down (spawn) and release everything; idempotent."""
+        if self._mode == "sync":
+            raise RuntimeError("this worker was started with start(); close it with close()")
+        if self._closing:
+            return
+        self._closing = True
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._ateardown(TransportClosed(f"{self._target.describe()} was closed"), shutdown=True)
+        if isinstance(self._target, InprocessTarget):
+            await self._target.aclose()
+        else:
+            self._target.close()
+        if self._aready is not None:
+            self._aready.clear()
+
+    async def __aenter__(self) -> "ParentWorker":
+        return await self.astart()
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+    def _spawn_task(self, coro) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _aestablish(self) -> None:
+        end, process = await self._target.aopen()
+        channel = AsyncChannel(end, self._on_output, self._options.limits)
+        self._channel, self._process = channel, process
+        deadline = time.monotonic() + self._options.start_timeout
+        while True:
+            message = protocol.heartbeat()
+            try:
+                await channel.request(message["id"], pack_message(message),
+                                      min(_START_PROBE, max(0.0, deadline - time.monotonic())), "start")
+                break
+            except CallTimeoutError:
+                self._check_start(deadline)
+        if process is not None:
+            self._loop.add_reader(process.stderr_fd, process.read_stderr)
+            self._loop.add_reader(process.exit_fd, self._aon_exit, process)
+        self._up()
+        self._aready.set()
+
+    async def _await_ready(self, timeout: float | None, permit: str) -> None:
+        """The worker is down or restarting: wait for it within the call's timeout."""
+        if permit == "trial" and self._down is not None:
+            self._restarting = True
+            self._spawn_task(self._arestart_loop(1))
+        elif self._down is not None and not self._options.auto_restart:
+            raise self._down
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._aready.is_set():
+            if self._closing or (self._down is not None and not self._restarting):
+                raise self._down or TransportClosed(f"{self._target.describe()} was closed")
+            slice_ = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if slice_ <= 0:
+                raise CallTimeoutError(f"{self._target.describe()} did not come back within the timeout")
+            try:
+                await asyncio.wait_for(self._aready.wait(), slice_)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _ateardown(self, reason: MultifrostError, shutdown: bool = False) -> None:
+        channel, process = self._channel, self._process
+        self._channel = self._process = None
+        if process is not None:
+            self._loop.remove_reader(process.stderr_fd)
+            self._loop.remove_reader(process.exit_fd)
+        if channel is not None:
+            if shutdown and process is not None:
+                channel.end.send_nowait(pack_message(protocol.shutdown()))
+            channel.fail_all(reason, final=True)
+        if process is not None:
+            await asyncio.to_thread(self._stop_process, process, shutdown)
+        if channel is not None:
+            channel.close()
+            channel.end.close()
+
+    @staticmethod
+    def _stop_process(process: ChildProcess, shutdown: bool) -> None:
+        if not (shutdown and process.wait(_CLOSE_GRACE)):
+            process.stop(_CLOSE_GRACE)
+        process.close()
+
+    def _aon_exit(self, process: ChildProcess) -> None:
+        self._loop.remove_reader(process.exit_fd)
+        self._loop.remove_reader(process.stderr_fd)
+        if process is not self._process or self._closing:
+            return
+        error = WorkerCrashedError(
+            f"{self._target.describe()} {process.describe_exit()}; calls in flight failed",
+            exit_code=process.returncode, stderr_tail=process.stderr_tail())
+        log.warning("%s", error)
+        self._aready.clear()
+        self._down = error
+        self._healthy = False
+        self._breaker.record_failure()
+        self.metrics.circuit_state = self._breaker.state
+        self._spawn_task(self._aafter_exit(error))
+
+    async def _aafter_exit(self, error: MultifrostError) -> None:
+        self._restarting = self._options.auto_restart
+        await self._ateardown(error)
+        if self._options.auto_restart and not self._closing:
+            await self._arestart_loop(self._options.max_restart_attempts)
+
+    async def _arestart_loop(self, attempts: int) -> None:
+        self._restarting = True
+        try:
+            await self._arestart_attempts(attempts)
+        finally:
+            self._restarting = False
+
+    async def _arestart_attempts(self, attempts: int) -> None:
+        delay = _BACKOFF_START
+        for _ in range(attempts):
+            await asyncio.sleep(delay)
+            if self._closing:
+                return
+            try:
+                await self._aestablish()
+                self.metrics.restarts += 1
+                log.info("%s restarted", self._target.describe())
+                return
+            except WorkerStartError as exc:
+                log.warning("restart of %s failed: %s", self._target.describe(), exc)
+                self._down = exc
+                await self._ateardown(exc)
+                self._breaker.record_failure()
+                self.metrics.circuit_state = self._breaker.state
+            delay = min(delay * 2, _BACKOFF_CAP)
+        self._breaker.trip()
+        self.metrics.circuit_state = self._breaker.state
+
+    async def _aheartbeats(self) -> None:
+        options = self._options
+        while True:
+            await asyncio.sleep(options.heartbeat_interval)
+            channel = self._channel
+            if channel is None or self._down is not None:
+                continue
+            message = protocol.heartbeat()
+            try:
+                reply = await channel.request(message["id"], pack_message(message), options.heartbeat_timeout,
+                                              "heartbeat")
+            except CallTimeoutError:
+                self._heartbeat_missed()
+            except MultifrostError:
+                continue
+            else:
+                self._heartbeat_rtt(reply)
+
+    # -- heartbeats and output (shared) -----------------------------------------------------
+
+    def _heartbeat_rtt(self, reply: protocol.Message) -> float:
+        sent = reply.hb_timestamp
+        rtt = max(0.0, (time.time() - sent) * 1000) if sent is not None else 0.0
+        self.metrics.heartbeat(rtt)
+        if self._misses >= self._options.heartbeat_max_misses:
+            log.info("%s answers heartbeats again", self._target.describe())
+        self._misses = 0
+        self._healthy = True
+        self._breaker.record_success()
+        self.metrics.circuit_state = self._breaker.state
+        return rtt
+
+    def _heartbeat_missed(self) -> None:
+        self._misses += 1
+        if self._misses == self._options.heartbeat_max_misses:
+            log.warning("%s missed %d heartbeats in a row: unhealthy", self._target.describe(), self._misses)
+            self._healthy = False
+            self._breaker.record_failure()
+            self.metrics.circuit_state = self._breaker.state
+
+    def _on_output(self, message: protocol.Message) -> None:
+        handler = self._options.on_output
+        if handler is not None:
+            handler(message.type, message.output)
+            return
+        level = logging.INFO if message.type == protocol.STDOUT else logging.WARNING
+        for line in message.output.rstrip("\n").split("\n"):
+            output_log.log(level, "[%s] %s", self._target.name, line)
+
+
+class _HeartbeatClock:
+    """The sync supervisor's heartbeat schedule: one heartbeat out at a time, never blocking."""
+
+    def __init__(self, options: _Options) -> None:
+        self.interval = options.heartbeat_interval
+        self.timeout = options.heartbeat_timeout
+        self.next_at = time.monotonic() + self.interval
+        self.waiter = None
+        self.msg_id = ""
+        self.deadline = 0.0
+
+    def wait(self) -> float:
+        """How long the supervisor may sleep before the next heartbeat event."""
+        if self.interval <= 0:
+            return 1.0
+        now = time.monotonic()
+        due = self.deadline if self.waiter is not None else self.next_at
+        return max(0.0, min(due - now, 1.0))
+
+    def tick(self, worker: ParentWorker, channel: SyncChannel) -> None:
+        if self.interval <= 0:
+            return
+        now = time.monotonic()
+        if self.waiter is not None:
+            if self.waiter.done:
+                if self.waiter.error is None:
+                    worker._heartbeat_rtt(self.waiter.message)
+                self.waiter = None
+            elif now >= self.deadline:
+                channel.forget(self.msg_id)
+                self.waiter = None
+                worker._heartbeat_missed()
+        if self.waiter is None and now >= self.next_at:
+            message = protocol.heartbeat()
+            self.msg_id = message["id"]
+            try:
+                self.waiter, _ = channel.submit(self.msg_id, pack_message(message))
+            except MultifrostError:
+                return
+            self.deadline = now + self.timeout
+            self.next_at = now + self.interval
+
+
+def _sleep_on(fd: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` s or until ``fd`` is written to; True when it was."""
+    import select
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))

@@ -1,0 +1,126 @@
+"""Running a ChildWorker as a process: pick the mode from the environment, wire signals,
+forward printed output to the parent, register the service (connect mode), serve, clean up."""
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import signal
+import sys
+
+from . import protocol
+from .transports import open_child_end
+
+log = logging.getLogger("multifrost.child")
+
+PORT_ENV = "COMLINK_ZMQ_PORT"
+ENDPOINT_ENV = "MULTIFROST_ENDPOINT"
+WORKER_MODE_ENV = "COMLINK_WORKER_MODE"
+
+
+class OutputStream(io.TextIOBase):
+    """A text stream that sends what is written, a line at a time, as STDOUT/STDERR messages."""
+
+    def __init__(self, worker, stream: str) -> None:
+        super().__init__()
+        self._worker = worker
+        self._stream = stream
+        self._pending = ""
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._pending += text
+        if "\n" in text:
+            head, sep, self._pending = self._pending.rpartition("\n")
+            self._worker.send_output(self._stream, head + sep)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            text, self._pending = self._pending, ""
+            self._worker.send_output(self._stream, text)
+
+
+def fatal(text: str) -> "NoReturn":  # noqa: F821
+    """Exit at once with a ``FATAL:`` line on stderr, as the protocol asks of a child."""
+    sys.stderr.write(f"FATAL: {text}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+def spawn_endpoint() -> str | None:
+    """The endpoint the spawning parent gave us, or None when not spawned."""
+    port = os.environ.get(PORT_ENV)
+    if port is not None:
+        try:
+            number = int(port)
+        except ValueError:
+            number = -1
+        if not 1024 <= number <= 65535:
+            fatal(f"{PORT_ENV}={port!r} is not a port number in 1024..65535")
+        return f"tcp://127.0.0.1:{number}"
+    return os.environ.get(ENDPOINT_ENV) or None
+
+
+def run_worker(worker) -> None:
+    """Serve ``worker`` in this process until it is told to stop; see ChildWorker.run."""
+    if worker.service_id is not None:
+        _run_service(worker)
+        return
+    endpoint = spawn_endpoint()
+    if endpoint is None:
+        fatal(f"not started by a parent: {PORT_ENV} or {ENDPOINT_ENV} must be set "
+              f"(or give the worker a service_id to run it as a service)")
+    try:
+        end = open_child_end(endpoint, bind=False)
+    except ValueError as exc:
+        fatal(str(exc))
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = OutputStream(worker, protocol.STDOUT), OutputStream(worker, protocol.STDERR)
+    try:
+        _serve(worker, end, parent_pid=os.getppid())
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = streams
+        end.close()
+
+
+def _run_service(worker) -> None:
+    from .registry import default_registry
+
+    end = open_child_end(f"tcp://{worker.host}:{worker.port}", bind=True)
+    registry = default_registry()
+    port = int(end.endpoint.rsplit(":", 1)[1])
+    try:
+        registry.register(worker.service_id, port)
+        log.info("service %r serving on %s", worker.service_id, end.endpoint)
+        try:
+            _serve(worker, end, parent_pid=None)
+        finally:
+            registry.unregister(worker.service_id)
+    finally:
+        end.close()
+
+
+def _serve(worker, end, parent_pid: int | None) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.stop)
+        try:
+            await worker.serve(end, parent_pid=parent_pid)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    asyncio.run(main())

@@ -1,0 +1,64 @@
+"""Shared fixtures: every test must leave no child process, thread or descriptor behind."""
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKERS = os.path.join(HERE, "workers")
+sys.path.insert(0, WORKERS)
+
+
+def _children() -> set[int]:
+    """Pids of this process's live (not zombie) children."""
+    me = str(os.getpid())
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+def _threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.is_alive() and t.name.startswith("multifrost")}
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request):
+    """Fail a test that leaves a child process or a multifrost thread behind, or leaks descriptors."""
+    children, threads, fds = _children(), _threads(), _fds()
+    yield
+    if request.node.get_closest_marker("allow_leaks"):
+        return
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        left_children = _children() - children
+        left_threads = _threads() - threads
+        if not left_children and not left_threads and _fds() <= fds + 2:
+            return
+        time.sleep(0.02)
+    assert not left_children, f"child processes left running: {left_children}"
+    assert not left_threads, f"threads left running: {left_threads}"
+    assert _fds() <= fds + 2, f"file descriptors leaked: {fds} before, {_fds()} after"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "allow_leaks: the test checks leaks itself")
+
+
+@pytest.fixture
+def worker_script():
+    return os.path.join(WORKERS, "math_worker.py")

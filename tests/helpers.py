@@ -1,0 +1,92 @@
+"""Test helpers: drive the sync and the async API through one interface."""
+import asyncio
+import threading
+
+from multifrost import ParentWorker
+
+
+class SyncClient:
+    """The sync API as it is."""
+
+    api = "sync"
+
+    def __init__(self, worker: ParentWorker) -> None:
+        self.worker = worker
+
+    def start(self):
+        self.worker.start()
+
+    def call(self, function, *args, **options):
+        return self.worker.call_function(function, args, **options)
+
+    def many(self, calls):
+        """Run ``[(function, args), ...]`` concurrently (threads) and return results or exceptions."""
+        results = [None] * len(calls)
+
+        def run(i, function, args):
+            try:
+                results[i] = self.worker.call_function(function, args)
+            except Exception as exc:
+                results[i] = exc
+
+        threads = [threading.Thread(target=run, args=(i, f, a)) for i, (f, a) in enumerate(calls)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+    def restart(self):
+        self.worker.restart()
+
+    def close(self):
+        self.worker.close()
+
+
+class AsyncClient:
+    """The async API, driven on an event loop in a thread of its own."""
+
+    api = "async"
+
+    def __init__(self, worker: ParentWorker) -> None:
+        self.worker = worker
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def start(self):
+        try:
+            self.run(self.worker.astart())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def call(self, function, *args, **options):
+        return self.run(self.worker.acall_function(function, args, **options))
+
+    def many(self, calls):
+        async def all_of():
+            return await asyncio.gather(*(self.worker.acall_function(f, a) for f, a in calls),
+                                        return_exceptions=True)
+        return self.run(all_of())
+
+    def restart(self):
+        self.run(self.worker.arestart())
+
+    def close(self):
+        try:
+            self.run(self.worker.aclose())
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self):
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+            self.loop.close()
+
+
+CLIENTS = {"sync": SyncClient, "async": AsyncClient}

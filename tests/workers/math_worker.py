@@ -1,0 +1,80 @@
+"""The worker the end-to-end tests spawn (and serve in-process)."""
+import asyncio
+import os
+import sys
+import threading
+import time
+
+from multifrost import ChildWorker
+
+
+class MathWorker(ChildWorker):
+    limit = 5  # an attribute that is not callable
+
+    def add(self, a, b):
+        return a + b
+
+    def echo(self, value):
+        return value
+
+    def echo_all(self, *values):
+        return list(values)
+
+    def fail(self, text):
+        raise ValueError(text)
+
+    def sleep(self, seconds):
+        time.sleep(seconds)
+        return seconds
+
+    async def asleep(self, seconds):
+        await asyncio.sleep(seconds)
+        return seconds
+
+    async def aadd(self, a, b):
+        await asyncio.sleep(0)
+        return a + b
+
+    def wait_for(self, path, seconds):
+        """Block until ``path`` exists (a test creates it), at most ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def say(self, text):
+        print(text)
+        return len(text)
+
+    def warn(self, text):
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+        return True
+
+    def unencodable(self):
+        return {1, 2}
+
+    def pid(self):
+        return os.getpid()
+
+    def threads(self):
+        return threading.active_count()
+
+    def crash(self, code):
+        sys.stderr.write(f"about to crash with {code}\n")
+        sys.stderr.flush()
+        os._exit(code)
+
+    def _secret(self):
+        return "never"
+
+
+class OtherNamespace(MathWorker):
+    namespace = "math"
+
+
+if __name__ == "__main__":
+    worker_class = OtherNamespace if os.environ.get("TEST_NAMESPACE") == "math" else MathWorker
+    worker_class().run()
