@@ -18,7 +18,7 @@ from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_CheckExact
 from libc.math cimport isfinite
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from msgpack import ExtType
@@ -57,8 +57,10 @@ import_datetime()
 
 IMPLEMENTATION = "cython"
 
-DEF SCRATCH_SIZE = 65536
-DEF LEN32_MAX = 0xFFFFFFFF
+cdef enum:
+    SCRATCH_SIZE = 65536
+
+cdef Py_ssize_t LEN32_MAX = 0xFFFFFFFF
 
 cdef char _scratch[SCRATCH_SIZE]
 cdef bint _scratch_busy = False
@@ -79,6 +81,8 @@ cdef int _grow(Buf* b, Py_ssize_t need) except -1:
     cdef Py_ssize_t wanted = (b.len + need) + (b.len + need) // 4
     if cap < wanted:
         cap = wanted
+    if cap < 1024:
+        cap = 1024
     if b.out == NULL:
         fresh = PyBytes_FromStringAndSize(NULL, cap)
         if b.len:
@@ -414,7 +418,6 @@ def unpack_message(data, limits=None):
     """Decode one message; anything but a well-formed map within ``limits`` is a ProtocolError."""
     cdef Reader r
     cdef Py_buffer view
-    cdef uint8_t first
     if PyBytes_CheckExact(data):
         r.p = <const uint8_t*>PyBytes_AS_STRING(data)
         r.end = PyBytes_GET_SIZE(data)

@@ -411,7 +411,7 @@ def _raw(data: bytes, pos: int, n: int) -> bytes:
 
 
 def _unpack(data: bytes, pos: int, depth: int, limits: Limits) -> tuple[object, int]:
-    """Decode the value at ``pos``; return it and the offset after it."""
+    """Decode the value at ``pos``; return it and the offset after it (one frame per nesting level)."""
     if pos >= len(data):
         raise truncated(pos)
     start = pos
@@ -423,42 +423,25 @@ def _unpack(data: bytes, pos: int, depth: int, limits: Limits) -> tuple[object, 
         return b - 0x100, pos
     if 0xA0 <= b <= 0xBF:
         return _str(data, pos, b & 0x1F, start, limits)
-    if 0x90 <= b <= 0x9F:
-        return _array(data, pos, b & 0x0F, start, depth, limits)
-    if 0x80 <= b <= 0x8F:
-        return _map(data, pos, b & 0x0F, start, depth, limits)
     if b == 0xC0:
         return None, pos
     if b == 0xC2:
         return False, pos
     if b == 0xC3:
         return True, pos
-    if b == 0xCC:
-        return _uint(data, pos, 1), pos + 1
-    if b == 0xCD:
-        return _uint(data, pos, 2), pos + 2
-    if b == 0xCE:
-        return _uint(data, pos, 4), pos + 4
-    if b == 0xCF:
-        return _uint(data, pos, 8), pos + 8
-    if b == 0xD0:
-        return _sint(data, pos, 1), pos + 1
-    if b == 0xD1:
-        return _sint(data, pos, 2), pos + 2
-    if b == 0xD2:
-        return _sint(data, pos, 4), pos + 4
-    if b == 0xD3:
-        return _sint(data, pos, 8), pos + 8
+    if 0xCC <= b <= 0xCF:
+        size = 1 << (b - 0xCC)
+        return _uint(data, pos, size), pos + size
+    if 0xD0 <= b <= 0xD3:
+        size = 1 << (b - 0xD0)
+        return _sint(data, pos, size), pos + size
     if b == 0xCA or b == 0xCB:
         size = 4 if b == 0xCA else 8
         value = struct.unpack(">f" if size == 4 else ">d", _raw(data, pos, size))[0]
         return (value if math.isfinite(value) else None), pos + size
-    if b == 0xD9:
-        return _str(data, pos + 1, _uint(data, pos, 1), start, limits)
-    if b == 0xDA:
-        return _str(data, pos + 2, _uint(data, pos, 2), start, limits)
-    if b == 0xDB:
-        return _str(data, pos + 4, _uint(data, pos, 4), start, limits)
+    if 0xD9 <= b <= 0xDB:
+        size = 1 << (b - 0xD9)
+        return _str(data, pos + size, _uint(data, pos, size), start, limits)
     if 0xC4 <= b <= 0xC6:
         size = 1 << (b - 0xC4)
         n = _uint(data, pos, size)
@@ -466,12 +449,37 @@ def _unpack(data: bytes, pos: int, depth: int, limits: Limits) -> tuple[object, 
             raise over_limit("bin", n, "max_bin_len", limits.max_bin_len, start)
         pos += size
         return _raw(data, pos, n), pos + n
-    if b == 0xDC or b == 0xDD:
-        size = 2 if b == 0xDC else 4
-        return _array(data, pos + size, _uint(data, pos, size), start, depth, limits)
-    if b == 0xDE or b == 0xDF:
-        size = 2 if b == 0xDE else 4
-        return _map(data, pos + size, _uint(data, pos, size), start, depth, limits)
+    if 0x90 <= b <= 0x9F or b == 0xDC or b == 0xDD:
+        if b <= 0x9F:
+            n = b & 0x0F
+        else:
+            size = 2 if b == 0xDC else 4
+            n = _uint(data, pos, size)
+            pos += size
+        _container_checks("array", n, 1, data, pos, start, depth, limits)
+        items = []
+        for _ in range(n):
+            item, pos = _unpack(data, pos, depth + 1, limits)
+            items.append(item)
+        return items, pos
+    if 0x80 <= b <= 0x8F or b == 0xDE or b == 0xDF:
+        if b <= 0x8F:
+            n = b & 0x0F
+        else:
+            size = 2 if b == 0xDE else 4
+            n = _uint(data, pos, size)
+            pos += size
+        _container_checks("map", n, 2, data, pos, start, depth, limits)
+        result = {}
+        for _ in range(n):
+            key_pos = pos
+            key, pos = _unpack(data, pos, depth + 1, limits)
+            if type(key) is str:
+                key = sys.intern(key)
+            elif type(key) is list or type(key) is dict:
+                raise ProtocolError(f"unhashable map key of type {type(key).__name__} at offset {key_pos}")
+            result[key], pos = _unpack(data, pos, depth + 1, limits)
+        return result, pos
     if 0xD4 <= b <= 0xD8:
         n = 1 << (b - 0xD4)
     elif 0xC7 <= b <= 0xC9:
@@ -497,7 +505,9 @@ def _str(data: bytes, pos: int, n: int, start: int, limits: Limits) -> tuple[str
         raise ProtocolError(f"invalid UTF-8 in the str at offset {start}") from None
 
 
-def _container_checks(kind: str, n: int, per_item: int, data: bytes, pos: int, start: int, depth: int, limits: Limits):
+def _container_checks(
+    kind: str, n: int, per_item: int, data: bytes, pos: int, start: int, depth: int, limits: Limits
+) -> None:
     if depth > limits.max_depth:
         raise ProtocolError(f"nesting deeper than max_depth={limits.max_depth} at offset {start}")
     limit = limits.max_array_len if kind == "array" else limits.max_map_len
@@ -505,28 +515,3 @@ def _container_checks(kind: str, n: int, per_item: int, data: bytes, pos: int, s
         raise over_limit(kind, n, f"max_{kind}_len", limit, start)
     if n * per_item > len(data) - pos:
         raise truncated(pos)
-
-
-def _array(data: bytes, pos: int, n: int, start: int, depth: int, limits: Limits) -> tuple[list, int]:
-    _container_checks("array", n, 1, data, pos, start, depth, limits)
-    items = []
-    for _ in range(n):
-        item, pos = _unpack(data, pos, depth + 1, limits)
-        items.append(item)
-    return items, pos
-
-
-def _map(data: bytes, pos: int, n: int, start: int, depth: int, limits: Limits) -> tuple[dict, int]:
-    _container_checks("map", n, 2, data, pos, start, depth, limits)
-    result = {}
-    for _ in range(n):
-        key_pos = pos
-        key, pos = _unpack(data, pos, depth + 1, limits)
-        if type(key) is str:
-            key = sys.intern(key)
-        value, pos = _unpack(data, pos, depth + 1, limits)
-        try:
-            result[key] = value
-        except TypeError:
-            raise ProtocolError(f"unhashable map key of type {type(key).__name__} at offset {key_pos}") from None
-    return result, pos

@@ -367,6 +367,7 @@ class ParentWorker:
                 if process.stderr_fd in ready:
                     process.read_stderr()
                 if process.exit_fd in ready:
+                    channel.poll_idle(0, [])  # output the child sent just before it exited
                     self._on_exit(process)
             if self._restart_requested:
                 self._restart_requested = False
@@ -661,6 +662,9 @@ class ParentWorker:
             self.metrics.circuit_state = self._breaker.state
 
     def _on_output(self, message: protocol.Message) -> None:
+        process = self._process
+        if process is not None and message.type == protocol.STDERR:
+            process.note_stderr(message.output)
         handler = self._options.on_output
         if handler is not None:
             handler(message.type, message.output)

@@ -82,6 +82,10 @@ class ChildProcess:
         self._tail.append(line)
         log.warning("[%s stderr] %s", self.name, line)
 
+    def note_stderr(self, text: str) -> None:
+        """Add text the child sent as STDERR messages to the tail (it is logged elsewhere)."""
+        self._tail.extend(text.rstrip("\n").split("\n"))
+
     def stderr_tail(self) -> str:
         """The last lines the child wrote to stderr (read what is left first)."""
         self.read_stderr()

@@ -36,8 +36,15 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def zmq_context():
+    """Create the process-wide ZeroMQ context (and its descriptors) before any leak check counts."""
+    from multifrost.transports import open_parent_end
+    open_parent_end("tcp://127.0.0.1:0", bind=True).close()
+
+
 @pytest.fixture(autouse=True)
-def no_leaks(request):
+def no_leaks(request, zmq_context):
     """Fail a test that leaves a child process or a multifrost thread behind, or leaks descriptors."""
     children, threads, fds = _children(), _threads(), _fds()
     yield

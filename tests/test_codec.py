@@ -184,7 +184,7 @@ def test_non_string_keys_become_their_str_form(impl):
     [
         (dt.datetime(2020, 1, 1, tzinfo=UTC), b"\xd6\xff"),  # timestamp 32
         (dt.datetime(2020, 1, 1, 0, 0, 0, 5, tzinfo=UTC), b"\xd7\xff"),  # timestamp 64
-        (dt.datetime(2600, 1, 1, tzinfo=UTC), b"\xd7\xff"),  # seconds beyond 32 bits
+        (dt.datetime(2400, 1, 1, tzinfo=UTC), b"\xd7\xff"),  # seconds beyond 32 bits
         (dt.datetime(1960, 1, 1, 0, 0, 0, 7, tzinfo=UTC), b"\xc7\x0c\xff"),  # timestamp 96
         (dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=-5))), b"\xc7\x0c\xff"),
         (dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), b"\xc7\x0c\xff"),
@@ -193,7 +193,7 @@ def test_non_string_keys_become_their_str_form(impl):
 def test_aware_datetimes_are_timestamps(impl, value, head):
     packed = impl.pack_message({"d": value})
     assert packed == reference({"d": value})
-    assert packed[2:2 + len(head)] == head
+    assert packed[3:3 + len(head)] == head
     back = impl.unpack_message(packed)["d"]
     assert back == value and back.tzinfo is UTC
 
@@ -407,12 +407,12 @@ def test_malformed_input(impl, data, text):
     "limits, message, text",
     [
         (Limits(max_str_len=3), {"abcd": 1}, "str of length 4 at offset 1 exceeds max_str_len=3"),
-        (Limits(max_bin_len=3), {"a": b"abcd"}, "bin of length 4 at offset 2 exceeds max_bin_len=3"),
-        (Limits(max_bin_len=3), {"a": msgpack.ExtType(1, b"abcd")}, "ext of length 4 at offset 2 exceeds max_bin_len=3"),
-        (Limits(max_array_len=2), {"a": [1, 2, 3]}, "array of length 3 at offset 2 exceeds max_array_len=2"),
+        (Limits(max_bin_len=3), {"a": b"abcd"}, "bin of length 4 at offset 3 exceeds max_bin_len=3"),
+        (Limits(max_bin_len=3), {"a": msgpack.ExtType(1, b"abcd")}, "ext of length 4 at offset 3 exceeds max_bin_len=3"),
+        (Limits(max_array_len=2), {"a": [1, 2, 3]}, "array of length 3 at offset 3 exceeds max_array_len=2"),
         (Limits(max_map_len=2), {"a": 1, "b": 2, "c": 3}, "map of length 3 at offset 0 exceeds max_map_len=2"),
-        (Limits(max_depth=2), {"a": [[1]]}, "nesting deeper than max_depth=2 at offset 3"),
-        (Limits(max_depth=1), {"a": {}}, "nesting deeper than max_depth=1 at offset 2"),
+        (Limits(max_depth=2), {"a": [[1]]}, "nesting deeper than max_depth=2 at offset 4"),
+        (Limits(max_depth=1), {"a": {}}, "nesting deeper than max_depth=1 at offset 3"),
     ],
 )
 def test_limits_name_the_limit(impl, limits, message, text):
@@ -428,9 +428,9 @@ def test_limits_at_the_edge_pass(impl):
 
 
 def test_default_depth_limit(impl):
-    ok = b"\x81\xa1a" + b"\x91" * 510 + b"\xc0"  # 511 arrays in a map: depth 512
+    ok = b"\x81\xa1a" + b"\x91" * 511 + b"\xc0"  # 511 arrays in a map: depth 512
     assert impl.unpack_message(ok) is not None
-    too_deep = b"\x81\xa1a" + b"\x91" * 511 + b"\xc0"
+    too_deep = b"\x81\xa1a" + b"\x91" * 512 + b"\xc0"
     assert unpack_error(impl, too_deep) == "nesting deeper than max_depth=512 at offset 514"
 
 

@@ -101,9 +101,9 @@ class Worker {
       if (message.type === "call") {
         this.handleCall(identity, message);
       } else if (message.type === "heartbeat") {
-        const metadata = message.metadata ?? {};
+        // Echo at once, same id, the request's metadata (hb_timestamp included) plus hb_response.
         this.send(identity, wire.envelope("heartbeat", {
-          metadata: { hb_timestamp: metadata.hb_timestamp, hb_response: true },
+          metadata: { ...message.metadata, hb_response: true },
         }, message.id));
       } else if (message.type === "shutdown") {
         return;
@@ -211,4 +211,4 @@ async function runServiceChild(serviceId, port) {
   await runWorker(socket, process.env.MULTIFROST_NAMESPACE || wire.DEFAULT_NAMESPACE, stop);
 }
 
-module.exports = { runSpawnChild, runServiceChild, fatal, log };
+module.exports = { runSpawnChild, runServiceChild, fatal };

@@ -302,6 +302,14 @@ def test_missing_function_field(child):
     assert reply["type"] == "error" and reply["error"] == "Message missing 'function' field"
 
 
+def test_missing_id_field(child):
+    message = envelope("call", function="add", args=[1, 2])
+    del message["id"]
+    child.send(message)
+    reply = child.recv(REPLY_TIMEOUT)
+    assert reply["type"] == "error" and reply["error"] == "Message missing 'id' field"
+
+
 def test_unencodable_result_is_an_error(child):
     assert error_text(child, "unencodable").startswith("Result cannot be encoded")
 

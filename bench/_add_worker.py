@@ -1,0 +1,14 @@
+"""The multifrost child the RPC benchmark spawns."""
+from multifrost import ChildWorker
+
+
+class AddWorker(ChildWorker):
+    def add(self, a, b):
+        return a + b
+
+    async def aadd(self, a, b):
+        return a + b
+
+
+if __name__ == "__main__":
+    AddWorker().run()

@@ -1,0 +1,23 @@
+"""The baseline child: a blocking pyzmq ROUTER loop answering every CALL with msgpack, nothing else."""
+import os
+import time
+
+import msgpack
+import zmq
+
+ctx = zmq.Context.instance()
+sock = ctx.socket(zmq.ROUTER)
+sock.connect(os.environ.get("MULTIFROST_ENDPOINT") or f"tcp://127.0.0.1:{os.environ['COMLINK_ZMQ_PORT']}")
+while True:
+    peer, empty, payload = sock.recv_multipart()
+    msg = msgpack.unpackb(payload)
+    if msg.get("type") == "shutdown":
+        break
+    if msg.get("type") == "heartbeat":
+        reply = {"app": msg["app"], "id": msg["id"], "type": "heartbeat", "timestamp": time.time(),
+                 "metadata": msg.get("metadata")}
+    else:
+        a, b = msg["args"]
+        reply = {"app": msg["app"], "id": msg["id"], "type": "response", "timestamp": time.time(), "result": a + b}
+    sock.send_multipart([peer, b"", msgpack.packb(reply)])
+sock.close(0)

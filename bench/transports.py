@@ -1,0 +1,245 @@
+"""Transport benchmark: every backend through the interface beside raw pyzmq DEALER/ROUTER.
+
+Setup, identical for the interface and the baseline: one process, the echo side (child end,
+or a raw ROUTER) runs in a thread, the parent side in the main thread. Both sides of the
+interface wait on ``fileno()`` with poll and drain with ``recv_nowait`` (the RPC core's
+pattern); the raw baseline uses plain blocking pyzmq calls. Measures sequential round-trip
+latency (p50/p99) and pipelined throughput (window 256; 64 B and 64 KiB payloads), as
+medians of interleaved repetitions, and prints the ratio to the baseline of the same
+endpoint kind (memory is compared with raw inproc). Also times recv with copy=True against
+copy=False (+ ``.bytes``). Run: ``python bench/transports.py [--quick]``.
+"""
+from __future__ import annotations
+
+import select
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import zmq
+
+from multifrost.transports import open_child_end, open_parent_end
+from multifrost.transports.zeromq import _shared_context
+
+QUICK = "--quick" in sys.argv
+REPS = 3 if QUICK else 5
+RTT_CALLS = 1000 if QUICK else 3000
+WINDOW = 256
+THROUGHPUT = {64: 10_000 if QUICK else 30_000, 65536: 1000 if QUICK else 3000}
+STOP = b"\xffstop"
+
+
+def poller_for(fd: int):
+    """A poll function waiting (at most 100 ms) for ``fd`` to turn readable."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return lambda: poller.poll(100)
+
+
+# -- the interface -----------------------------------------------------------------------
+
+class InterfaceSide:
+    """A child end echoing in a thread and a parent end connected to it."""
+
+    def __init__(self, url: str) -> None:
+        self.child = open_child_end(url, bind=True)
+        self.parent = open_parent_end(self.child.endpoint, bind=False)
+        self.wait = poller_for(self.parent.fileno())
+        self.thread = threading.Thread(target=self._echo)
+        self.thread.start()
+
+    def _echo(self) -> None:
+        child = self.child
+        wait = poller_for(child.fileno())
+        while True:
+            item = child.recv_nowait()
+            if item is None:
+                wait()
+                continue
+            peer, payload = item
+            if payload == STOP:
+                return
+            while not child.send_nowait(peer, payload):
+                wait()
+
+    def send(self, payload: bytes) -> bool:
+        return self.parent.send_nowait(payload)
+
+    def recv(self) -> bytes:
+        parent = self.parent
+        while True:
+            payload = parent.recv_nowait()
+            if payload is not None:
+                return payload
+            self.wait()
+
+    def recv_ready(self) -> bytes | None:
+        return self.parent.recv_nowait()
+
+    def close(self) -> None:
+        self.parent.send_blocking(STOP)
+        self.thread.join()
+        self.parent.close()
+        self.child.close()
+
+
+# -- the raw pyzmq baseline ----------------------------------------------------------------
+
+class RawSide:
+    """A raw ROUTER echoing in a thread (blocking pyzmq) and a raw DEALER."""
+
+    def __init__(self, url: str) -> None:
+        ctx = _shared_context()
+        self.router = ctx.socket(zmq.ROUTER)
+        if url.startswith("tcp://") and url.endswith(":0"):
+            self.router.bind(url[:-1] + "*")
+        else:
+            self.router.bind(url)
+        endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.dealer = ctx.socket(zmq.DEALER)
+        self.dealer.connect(endpoint)
+        self.thread = threading.Thread(target=self._echo)
+        self.thread.start()
+
+    def _echo(self) -> None:
+        router = self.router
+        while True:
+            frames = router.recv_multipart()
+            if frames[-1] == STOP:
+                return
+            router.send_multipart(frames)
+
+    def send(self, payload: bytes) -> bool:
+        try:
+            self.dealer.send_multipart([b"", payload], zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+
+    def recv(self) -> bytes:
+        return self.dealer.recv_multipart()[1]
+
+    def recv_ready(self) -> bytes | None:
+        try:
+            return self.dealer.recv_multipart(zmq.NOBLOCK)[1]
+        except zmq.Again:
+            return None
+
+    def close(self) -> None:
+        self.dealer.send_multipart([b"", STOP])
+        self.thread.join()
+        self.dealer.close(linger=0)
+        self.router.close(linger=0)
+
+
+# -- measurements ----------------------------------------------------------------------------
+
+def latency(side) -> tuple[float, float]:
+    payload = b"x" * 64
+    samples = []
+    for _ in range(RTT_CALLS):
+        start = time.perf_counter()
+        while not side.send(payload):
+            pass
+        side.recv()
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+
+
+def throughput(side, size: int) -> float:
+    payload = b"y" * size
+    total = THROUGHPUT[size]
+    sent = received = 0
+    start = time.perf_counter()
+    while received < total:
+        while sent < total and sent - received < WINDOW and side.send(payload):
+            sent += 1
+        side.recv()
+        received += 1
+        while side.recv_ready() is not None:
+            received += 1
+    return total / (time.perf_counter() - start)
+
+
+def measure(make, url: str) -> dict[str, float]:
+    side = make(url)
+    try:
+        p50, p99 = latency(side)
+        return {"p50": p50, "p99": p99, "tp64": throughput(side, 64), "tp64k": throughput(side, 65536)}
+    finally:
+        side.close()
+
+
+def urls(kind: str, tmpdir: str) -> str:
+    if kind == "tcp":
+        return "tcp://127.0.0.1:0"
+    if kind == "ipc":
+        return f"ipc://{tmpdir}/{uuid.uuid4().hex[:8]}.sock"
+    return f"{kind}://{uuid.uuid4().hex}"
+
+
+def copy_micro() -> None:
+    """recv with copy=True vs copy=False (then .bytes) on inproc, per message."""
+    ctx = _shared_context()
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    name = f"inproc://copy-{uuid.uuid4().hex}"
+    a.bind(name)
+    b.connect(name)
+    print("\nrecv copy=True vs copy=False+.bytes (inproc PAIR, send+recv per message, µs):")
+    for size in (64, 65536):
+        payload = b"z" * size
+        n = 20000 if size == 64 else 3000
+        results = {True: [], False: []}
+        for _ in range(REPS):
+            for copy in (True, False):
+                start = time.perf_counter()
+                for _ in range(n):
+                    a.send(payload)
+                    frame = b.recv(copy=copy)
+                    if not copy:
+                        frame = frame.bytes
+                results[copy].append((time.perf_counter() - start) / n * 1e6)
+        t, f = statistics.median(results[True]), statistics.median(results[False])
+        print(f"  {size:>6} B: copy=True {t:6.2f}  copy=False {f:6.2f}  ratio {f / t:4.2f}")
+    a.close(linger=0)
+    b.close(linger=0)
+
+
+def main() -> None:
+    tmpdir = tempfile.mkdtemp(prefix="mfb")
+    runs = {}
+    pairs = [("tcp", "tcp"), ("ipc", "ipc"), ("inproc", "inproc"), ("memory", "inproc")]
+    for _ in range(REPS):  # interleave every variant in each repetition
+        for kind, raw_kind in pairs:
+            runs.setdefault(("iface", kind), []).append(measure(InterfaceSide, urls(kind, tmpdir)))
+            if kind == raw_kind:
+                runs.setdefault(("raw", kind), []).append(measure(RawSide, urls(kind, tmpdir)))
+
+    def med(key, field):
+        return statistics.median(r[field] for r in runs[key])
+
+    print(f"medians of {REPS} interleaved runs; latency over {RTT_CALLS} sequential round trips; "
+          f"throughput with window {WINDOW} (msgs/s)")
+    header = f"{'backend':<9}{'p50 µs':>9}{'p99 µs':>9}{'64B msg/s':>12}{'64KiB msg/s':>13}"
+    print(header + f"   {'ratio vs raw (p50 / p99 / tput64 / tput64k)':<40}")
+    for kind, raw_kind in pairs:
+        for label, key in ((kind, ("iface", kind)), (f"raw {kind}", ("raw", kind))):
+            if key not in runs:
+                continue
+            row = [med(key, f) for f in ("p50", "p99", "tp64", "tp64k")]
+            line = f"{label:<9}{row[0]:>9.1f}{row[1]:>9.1f}{row[2]:>12.0f}{row[3]:>13.0f}"
+            if key[0] == "iface":
+                base = [med(("raw", raw_kind), f) for f in ("p50", "p99", "tp64", "tp64k")]
+                line += (f"   {row[0] / base[0]:.2f}x / {row[1] / base[1]:.2f}x / "
+                         f"{base[2] / row[2]:.2f}x / {base[3] / row[3]:.2f}x  (vs raw {raw_kind}; "
+                         "higher = slower)")
+            print(line)
+    copy_micro()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""ZeroMQ transports: ``tcp://``, ``ipc://`` and ``inproc://`` with DEALER parent and ROUTER child.
+
+Framing (the Multifrost v4 wire contract): the parent sends ``[b"", payload]``; the child
+receives ``[identity, b"", payload]`` and replies ``[identity, b"", payload]``. The child
+also accepts ``[identity, payload]`` and the parent also accepts ``[payload]``; any other
+shape is dropped with one log line (logger ``multifrost.transports``).
+
+Readiness: ``fileno()`` is the socket's ``ZMQ_FD``. It is edge-triggered: it signals that
+the socket's state may have changed, and any send or receive may consume the signal. Hence
+the rule in :mod:`multifrost.transports.base`: after waking and after every ``send_nowait``,
+``recv_nowait`` until None; ``recv_nowait`` uses ``NOBLOCK`` and, when a send was refused,
+reads ``ZMQ_EVENTS`` so ``writable`` tells whether room has appeared since.
+
+Backpressure: a send is refused (``send_nowait`` -> False, nothing queued) when the peer's
+pipe holds ``sndhwm`` (+ the peer's ``rcvhwm``, roughly: ZeroMQ counts both ends) messages,
+i.e. when the peer stops reading. The awaitable ``send`` helper then waits on ``fileno()``
+without blocking the event loop and raises TimeoutError when its timeout passes; the sync
+helper does the same in its thread. The child sets ``ROUTER_MANDATORY``, so a send at the
+mark is refused the same way instead of silently dropped, and a send to an identity the
+socket does not know (never connected, or gone) raises TransportError.
+
+A bound parent (DEALER) with no connected child cannot send: ``send_nowait`` returns False
+until a child connects, and ``fileno()`` signals when one does. A connected end whose peer
+goes away keeps its queue and reconnects on its own (ZeroMQ reconnect); a new child bound at
+the same endpoint then receives the parent's next messages.
+
+``max_message_size`` sets ``ZMQ_MAXMSGSIZE``: a peer sending a larger frame is disconnected
+by ZeroMQ (what was in flight on that connection is lost; a connecting peer reconnects).
+ZeroMQ does not enforce it on ``inproc://`` (no decoder there).
+
+``close()`` uses LINGER 0 (unsent messages are discarded). ZeroMQ closes listeners in its
+I/O thread, a moment after ``close()`` returns, so a new bind of an endpoint this process
+has just released retries briefly on "address in use". Closing a bound ipc end removes its
+socket file (libzmq leaves it). Binding an ipc path that another socket is bound to does
+not fail: libzmq replaces the file, and the older socket stops getting new connections.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+
+import zmq
+
+from ..errors import TransportClosed, TransportError
+from . import Endpoint
+from .base import ChildEnd, ParentEnd
+
+log = logging.getLogger("multifrost.transports")
+
+_NOBLOCK = zmq.NOBLOCK
+_SNDMORE = zmq.SNDMORE
+_MORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
+_RCVMORE = zmq.RCVMORE
+_EVENTS = zmq.EVENTS
+_POLLIN = zmq.POLLIN
+_POLLOUT = zmq.POLLOUT
+_Again = zmq.Again
+_ZMQError = zmq.ZMQError
+
+#: How long a bind waits for a listener this process closed itself to go away.
+_RELEASE_GRACE = 2.0
+
+_context_lock = threading.Lock()
+_context: zmq.Context | None = None
+_context_pid = 0
+#: Endpoints this process unbound recently -> until when a bind may wait for them.
+_released: dict[str, float] = {}
+
+
+def _shared_context() -> zmq.Context:
+    """One context per process (inproc needs it); a forked child makes its own."""
+    global _context, _context_pid
+    with _context_lock:
+        if _context is None or _context_pid != os.getpid():
+            _context = zmq.Context()
+            _context_pid = os.getpid()
+        return _context
+
+
+class _ZmqEnd:
+    """Socket setup, bind/connect, fileno and close shared by both ZeroMQ ends."""
+
+    def _open(self, socket_type: int, endpoint: Endpoint, bind: bool,
+              sndhwm: int, rcvhwm: int, max_message_size: int) -> None:
+        self._closed = False
+        self._send_refused = False
+        self._bound = bind
+        self.endpoint = str(endpoint)
+        sock = _shared_context().socket(socket_type)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, sndhwm)
+            sock.setsockopt(zmq.RCVHWM, rcvhwm)
+            sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+            if endpoint.scheme == "tcp" and ":" in (endpoint.host or ""):
+                sock.setsockopt(zmq.IPV6, 1)
+            if socket_type == zmq.ROUTER:
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            if bind:
+                self.endpoint = _bind(sock, endpoint)
+            else:
+                sock.connect(self.endpoint)
+        except _ZMQError as exc:
+            sock.close(linger=0)
+            action = "bind" if bind else "connect"
+            raise TransportError(f"cannot {action} {endpoint}: {exc}") from exc
+        self._sock = sock
+        self._fd = sock.getsockopt(zmq.FD)
+        self._recv = sock.recv
+        self._send = sock.send
+        self._get = sock.getsockopt
+
+    def fileno(self) -> int:
+        if self._closed:
+            raise TransportClosed(f"transport end {self.endpoint} is closed")
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def writable(self) -> bool:
+        return not self._send_refused
+
+    def _error(self, exc: Exception) -> TransportError:
+        if self._closed:
+            return TransportClosed(f"transport end {self.endpoint} is closed")
+        return TransportError(f"{self.endpoint}: {exc}")
+
+    def _no_message(self) -> None:
+        """recv found nothing: if a send was refused, see whether room appeared (EVENTS).
+
+        Returns True when a message turned up meanwhile (receive again).
+        """
+        events = self._get(_EVENTS)
+        if events & _POLLOUT:
+            self._send_refused = False
+        return events & _POLLIN
+
+    def _drop(self, frames: list[bytes], expected: str) -> None:
+        while self._get(_RCVMORE):
+            frames.append(self._recv())
+        log.warning("%s: dropped a message of %d frame(s) (sizes %s); expected %s",
+                    self.endpoint, len(frames), [len(f) for f in frames[:4]], expected)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake_waiters()
+        self._sock.close(linger=0)
+        if self._bound:
+            _released[self.endpoint] = time.monotonic() + _RELEASE_GRACE
+            if self.endpoint.startswith("ipc://"):
+                _remove_socket_file(self.endpoint[len("ipc://"):])
+
+
+def _bind(sock: zmq.Socket, endpoint: Endpoint) -> str:
+    """Bind, asking ZeroMQ for a free port when the port is 0; returns the resolved endpoint."""
+    url = str(endpoint)
+    if endpoint.scheme == "tcp" and endpoint.port == 0:
+        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+        sock.bind(f"tcp://{host}:*")
+    else:
+        until = _released.get(url)
+        while True:
+            try:
+                sock.bind(url)
+                break
+            except _ZMQError as exc:
+                if exc.errno != errno.EADDRINUSE or until is None or time.monotonic() > until:
+                    raise
+                time.sleep(0.002)  # our own listener at this address is still closing
+        _released.pop(url, None)
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def _remove_socket_file(path: str) -> None:
+    """Remove a closed ipc listener's socket file (libzmq 4.3 leaves it behind)."""
+    if path.startswith("@"):  # Linux abstract namespace: no file
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class ZmqParentEnd(_ZmqEnd, ParentEnd):
+    """The parent end: a DEALER socket."""
+
+    def __init__(self, endpoint: Endpoint, *, bind: bool, sndhwm: int, rcvhwm: int,
+                 max_message_size: int) -> None:
+        ParentEnd.__init__(self)
+        self._open(zmq.DEALER, endpoint, bind, sndhwm, rcvhwm, max_message_size)
+
+    def send_nowait(self, payload: bytes) -> bool:
+        try:
+            self._send(b"", _MORE_NOBLOCK)
+        except _Again:
+            self._send_refused = True
+            return False
+        except _ZMQError as exc:
+            raise self._error(exc) from exc
+        self._send(payload, _NOBLOCK)
+        self._send_refused = False
+        return True
+
+    def recv_nowait(self) -> bytes | None:
+        recv = self._recv
+        get = self._get
+        while True:
+            try:
+                first = recv(_NOBLOCK)
+            except _Again:
+                if self._send_refused and self._no_message():
+                    continue
+                return None
+            except _ZMQError as exc:
+                raise self._error(exc) from exc
+            if not get(_RCVMORE):
+                return first
+            second = recv()
+            if not first and not get(_RCVMORE):
+                return second
+            self._drop([first, second], "[b'', payload] or [payload]")
+
+
+class ZmqChildEnd(_ZmqEnd, ChildEnd):
+    """The child end: a ROUTER socket with ROUTER_MANDATORY."""
+
+    def __init__(self, endpoint: Endpoint, *, bind: bool, sndhwm: int, rcvhwm: int,
+                 max_message_size: int) -> None:
+        ChildEnd.__init__(self)
+        self._peers: set[bytes] = set()
+        self._open(zmq.ROUTER, endpoint, bind, sndhwm, rcvhwm, max_message_size)
+
+    def send_nowait(self, peer: bytes, payload: bytes) -> bool:
+        send = self._send
+        try:
+            send(peer, _MORE_NOBLOCK)
+        except _Again:
+            self._send_refused = True
+            return False
+        except _ZMQError as exc:
+            if exc.errno == errno.EHOSTUNREACH and not self._closed:
+                self._peers.discard(peer)
+                raise TransportError(f"{self.endpoint}: unknown peer {peer!r}") from None
+            raise self._error(exc) from exc
+        send(b"", _SNDMORE)
+        send(payload)
+        self._send_refused = False
+        return True
+
+    def recv_nowait(self) -> "tuple[bytes, bytes] | None":
+        recv = self._recv
+        get = self._get
+        while True:
+            try:
+                peer = recv(_NOBLOCK)
+            except _Again:
+                if self._send_refused and self._no_message():
+                    continue
+                return None
+            except _ZMQError as exc:
+                raise self._error(exc) from exc
+            frames = [peer]
+            if get(_RCVMORE):
+                second = recv()
+                if not get(_RCVMORE):
+                    self._peers.add(peer)
+                    return peer, second
+                frames.append(second)
+                if not second:
+                    payload = recv()
+                    if not get(_RCVMORE):
+                        self._peers.add(peer)
+                        return peer, payload
+                    frames.append(payload)
+            self._drop(frames, "[identity, b'', payload] or [identity, payload]")
+
+    @property
+    def peers(self) -> "frozenset[bytes]":
+        return frozenset(self._peers)

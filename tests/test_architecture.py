@@ -1,0 +1,75 @@
+"""The layering of docs/architecture.md: a module imports only modules of its rank or below."""
+import ast
+import pathlib
+import re
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "multifrost"
+
+RANK = {
+    "errors": 0,
+    "_limits": 1, "_codec": 1, "_codec_fallback": 1, "codec": 1,
+    "protocol": 2,
+    "transports": 3, "registry": 3, "process": 3, "metrics": 3, "circuit": 3,
+    "channel": 4, "proxy": 4,
+    "parent": 5, "targets": 5, "child": 5, "runner": 5,
+    "cli": 6, "__main__": 6, "_demo_worker": 6, "__init__": 6,
+}
+
+
+def module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def internal_imports(path: pathlib.Path) -> set[str]:
+    """First-level multifrost modules that ``path`` imports."""
+    text = path.read_text()
+    found = set()
+    if path.suffix == ".pyx":
+        for match in re.finditer(r"^\s*(?:from|cimport)\s+\.?(\w+)", text, re.M):
+            found.add(match.group(1))
+        return {m for m in found if m in RANK}
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0 and (node.module or "").startswith("multifrost"):
+                parts = node.module.split(".")
+                found.add(parts[1] if len(parts) > 1 else "__init__")
+            elif node.level > 0:
+                inside_transports = path.parent.name == "transports"
+                if inside_transports and node.level == 1:
+                    found.add("transports")
+                elif node.module:
+                    found.add(node.module.split(".")[0])
+                else:
+                    found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("multifrost."):
+                    found.add(alias.name.split(".")[1])
+    return found
+
+
+def sources():
+    return sorted(p for p in PACKAGE.rglob("*") if p.suffix in (".py", ".pyx"))
+
+
+def test_every_module_has_a_rank():
+    unknown = {module_name(p) for p in sources()} - set(RANK)
+    assert not unknown, f"add these modules to RANK and docs/architecture.md: {unknown}"
+
+
+def test_no_module_imports_a_higher_layer():
+    wrong = []
+    for path in sources():
+        me = module_name(path)
+        for other in internal_imports(path):
+            if other in RANK and RANK[other] > RANK[me]:
+                wrong.append(f"{path.relative_to(PACKAGE)} ({me}, rank {RANK[me]}) imports {other} (rank {RANK[other]})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_table_is_documented():
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    for name in RANK:
+        shown = "transports/" if name == "transports" else (f"{name}.pyx" if name == "_codec" else f"{name}.py")
+        assert shown in doc, f"docs/architecture.md does not mention {shown}"

@@ -1,0 +1,52 @@
+"""Only multifrost/transports/ may import zmq, and its memory backend may not."""
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "multifrost"
+
+
+def imports_zmq(path: pathlib.Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        if any(name == "zmq" or name.startswith("zmq.") for name in names):
+            return True
+    return False
+
+
+def test_only_the_transports_import_zmq():
+    modules = sorted(PACKAGE.rglob("*.py")) + sorted(PACKAGE.rglob("*.pyx"))
+    assert PACKAGE / "transports" / "zeromq.py" in modules
+    offenders = []
+    for path in modules:
+        relative = path.relative_to(PACKAGE).as_posix()
+        allowed = relative.startswith("transports/") and relative != "transports/memory.py"
+        if not path.suffix == ".pyx" and imports_zmq(path) and not allowed:
+            offenders.append(relative)
+    assert offenders == []
+    assert imports_zmq(PACKAGE / "transports" / "zeromq.py")  # the check does see imports
+
+
+def test_memory_transport_runs_without_loading_zmq():
+    code = (
+        "import sys\n"
+        "from multifrost.transports import open_child_end, open_parent_end\n"
+        "child = open_child_end('memory://x', bind=True)\n"
+        "parent = open_parent_end('memory://x', bind=False)\n"
+        "assert parent.send_nowait(b'hi')\n"
+        "assert child.recv_nowait()[1] == b'hi'\n"
+        "parent.close(); child.close()\n"
+        "assert 'zmq' not in sys.modules, 'zmq was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=PACKAGE.parent, timeout=60)
+    assert result.returncode == 0, result.stderr
