@@ -1,9 +1,12 @@
 """ChildWorker: the worker side. Subclass it, define methods, call ``run()``.
 
-The child owns one ChildEnd (ROUTER semantics) and serves it on an asyncio loop:
-the loop reads (drain on wake-up), answers heartbeats at once, runs ``async def``
-methods as tasks and plain methods on a bounded thread pool. A pool thread sends its
-own reply under the I/O lock, so a plain method costs one thread hop, not two.
+The child serves one ChildEnd (ROUTER semantics) on an asyncio loop: the loop drains the
+socket when its fd wakes, answers heartbeats at once, runs ``async def`` methods as tasks,
+and runs a plain method inline, which saves the two thread hops a pool would cost on
+every call. A watchdog thread keeps the worker responsive when a plain method blocks:
+once the loop has been busy in one method for ``TAKEOVER`` seconds, the watchdog reads
+the socket itself, echoes heartbeats, runs further plain calls on a bounded thread pool
+and queues async ones for the loop, until the method returns.
 """
 from __future__ import annotations
 
@@ -11,10 +14,12 @@ import asyncio
 import inspect
 import logging
 import os
+import select
 import threading
+import time
 import traceback
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from . import protocol
@@ -24,6 +29,10 @@ from .transports import ChildEnd
 
 log = logging.getLogger("multifrost.child")
 
+TAKEOVER = 0.01  # seconds a plain method may hold the loop before the watchdog serves the socket
+_BACKLOG_RETRY = 0.005  # seconds between retries of replies refused at the high-water mark
+
+
 class _Gone(Exception):
     """The function cannot be called; the message is the wire error text."""
 
@@ -31,8 +40,8 @@ class _Gone(Exception):
 class ChildWorker:
     """Base class of a worker: the public methods of a subclass are callable remotely.
 
-    ``service_id`` makes ``run()`` a connect-mode service (bind, register, serve any
-    parent); without it ``run()`` connects to the parent that spawned this process.
+    ``service_id`` makes ``run()`` a connect-mode service (bind ``host``:``port``, register,
+    serve any parent); without it ``run()`` connects to the parent that spawned this process.
     """
 
     namespace: str = protocol.DEFAULT_NAMESPACE
@@ -47,17 +56,22 @@ class ChildWorker:
         self.port = port
         self.shutdown_grace = shutdown_grace
         self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-        self._functions: dict[str, Callable] = {}
+        self._functions: dict[str, tuple[Callable, bool]] = {}
         self._io_lock = threading.RLock()
         self._end: ChildEnd | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._draining = False
-        self._tasks: set[asyncio.Future] = set()
-        self._backlog: list[tuple[bytes, bytes]] = []
-        self._pool: ThreadPoolExecutor | None = None
         self._loop_thread: int | None = None
+        self._stopping: asyncio.Event | None = None
+        self._serving = threading.Event()
+        self._watch_stop = threading.Event()
+        self._draining = False
+        self._tasks: set[asyncio.Task] = set()
+        self._pool_calls: set[Future] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self._backlog: list[tuple[bytes, bytes]] = []
         self._early_output: deque[bytes] = deque(maxlen=1000)
+        self._inline_since: float | None = None
+        self._quick: set[Callable] = set()  # plain methods whose last run was quick: run inline
 
     # -- what may be called ----------------------------------------------------------------
 
@@ -70,11 +84,11 @@ class ChildWorker:
             names.update(n for n, v in vars(cls).items() if not n.startswith("_") and callable(v))
         return sorted(n for n in names if callable(getattr(self, n, None)))
 
-    def _resolve(self, name: Any) -> Callable:
-        """The bound method for ``name``, or _Gone with the protocol's error text."""
-        fn = self._functions.get(name) if isinstance(name, str) else None
-        if fn is not None:
-            return fn
+    def _resolve(self, name: Any) -> tuple[Callable, bool]:
+        """The bound method for ``name`` and whether it is async, or _Gone with the wire error text."""
+        found = self._functions.get(name) if isinstance(name, str) else None
+        if found is not None:
+            return found
         if not isinstance(name, str):
             raise _Gone(f"Function {name!r} not found")
         if name.startswith("_"):
@@ -86,8 +100,8 @@ class ChildWorker:
         fn = getattr(self, name)
         if not callable(fn):
             raise _Gone(f"'{name}' is not callable")
-        self._functions[name] = fn
-        return fn
+        found = self._functions[name] = (fn, inspect.iscoroutinefunction(fn))
+        return found
 
     # -- running ---------------------------------------------------------------------------
 
@@ -103,6 +117,10 @@ class ChildWorker:
         self._stopping = asyncio.Event()
         self._end = end
         self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="multifrost-call")
+        self._serving.set()
+        self._watch_stop.clear()
+        watchdog = threading.Thread(target=self._watch, args=(end,), name="multifrost-watchdog", daemon=True)
+        watchdog.start()
         fd = end.fileno()
         self._loop.add_reader(fd, self._drain)
         watcher = self._loop.create_task(self._watch_parent(parent_pid)) if parent_pid else None
@@ -112,6 +130,9 @@ class ChildWorker:
             await self._finish_in_flight()
         finally:
             self._loop.remove_reader(fd)
+            self._serving.clear()
+            self._watch_stop.set()
+            watchdog.join()
             if watcher is not None:
                 watcher.cancel()
             for task in list(self._tasks):
@@ -131,8 +152,9 @@ class ChildWorker:
 
     async def _finish_in_flight(self) -> None:
         """Give calls in flight up to ``shutdown_grace`` seconds to answer."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=self.shutdown_grace)
+        pending = list(self._tasks) + [asyncio.wrap_future(f) for f in list(self._pool_calls)]
+        if pending:
+            await asyncio.wait(pending, timeout=self.shutdown_grace)
 
     async def _watch_parent(self, parent_pid: int) -> None:
         """Spawn mode: stop when the parent process is gone (we were re-parented)."""
@@ -141,36 +163,59 @@ class ChildWorker:
         log.warning("parent process %d is gone; stopping", parent_pid)
         self._stopping.set()
 
+    def _watch(self, end: ChildEnd) -> None:
+        """Watchdog thread: serve the socket while a plain method holds the loop."""
+        poller = select.poll()
+        poller.register(end.fileno(), select.POLLIN)
+        while self._serving.is_set():
+            since = self._inline_since
+            if since is None or time.monotonic() - since < TAKEOVER:
+                if self._watch_stop.wait(TAKEOVER):
+                    return
+                continue
+            with self._io_lock:
+                items = _recv_all(end)
+            for peer, payload in items:
+                self._handle(peer, payload, on_loop=False)
+            poller.poll(TAKEOVER * 1000)
+
     # -- receiving -------------------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Handle every ready message (the fd is edge-triggered), then retry held replies."""
+        """Reader callback: handle messages one at a time (so none waits behind a slow
+        method in a local batch), then retry replies held at the high-water mark."""
         end = self._end
-        if end is None:
-            return
-        with self._io_lock:
-            items = []
-            while True:
-                item = end.recv_nowait()
+        self._draining = True
+        try:
+            while end is not None:
+                with self._io_lock:
+                    item = end.recv_nowait()
                 if item is None:
                     break
-                items.append(item)
-            backlog, self._backlog = self._backlog, []
-        for peer, payload in items:
-            self._handle(peer, payload)
-        for peer, payload in backlog:
-            self._send(peer, payload)
-        if self._early_output and end.peers:
+                self._handle(item[0], item[1], on_loop=True)
+                end = self._end
+        finally:
+            self._draining = False
+        if self._backlog:
+            with self._io_lock:
+                backlog, self._backlog = self._backlog, []
+            for peer, payload in backlog:
+                self._send(peer, payload)
+            if self._backlog:  # the peer is still not reading: look again shortly
+                self._loop.call_later(_BACKLOG_RETRY, self._drain)
+        if self._early_output and end is not None and end.peers:
             early, self._early_output = list(self._early_output), deque(maxlen=1000)
             with self._io_lock:
                 for payload in early:
                     end.send_all(payload)
 
     def _handle_batch(self, items: list) -> None:
-        for peer, payload in items:
-            self._handle(peer, payload)
+        """On the loop: messages another thread read. Only the last may run inline."""
+        last = len(items) - 1
+        for i, (peer, payload) in enumerate(items):
+            self._handle(peer, payload, on_loop=True, inline=i == last)
 
-    def _handle(self, peer: bytes, payload: bytes) -> None:
+    def _handle(self, peer: bytes, payload: bytes, *, on_loop: bool, inline: bool = True) -> None:
         try:
             message = protocol.parse(unpack_message(payload))
         except ProtocolError as exc:
@@ -178,22 +223,21 @@ class ChildWorker:
             return
         kind = message.type
         if kind == protocol.CALL:
-            self._on_call(peer, message)
+            self._on_call(peer, message, on_loop, inline)
         elif kind == protocol.HEARTBEAT:
             self._send(peer, pack_message(protocol.heartbeat_echo(message)))
         elif kind == protocol.SHUTDOWN:
             log.info("shutdown requested by peer %s", peer.hex())
-            self._stopping.set()
+            self.stop()
         else:
             log.debug("ignored a %s message", kind)
 
-    def _on_call(self, peer: bytes, message: protocol.Message) -> None:
+    def _on_call(self, peer: bytes, message: protocol.Message, on_loop: bool, inline: bool) -> None:
         if message.namespace != self.namespace:
             log.debug("ignored a call for namespace %r", message.namespace)
             return
         msg_id = message.id
-        raw = message.raw
-        if "function" not in raw:
+        if "function" not in message.raw:
             self._reply_error(peer, msg_id, "Message missing 'function' field")
             return
         if msg_id is None:
@@ -207,32 +251,60 @@ class ChildWorker:
             self._reply_error(peer, msg_id, f"Message 'args' must be an array, not {type(args).__name__}")
             return
         try:
-            fn = self._resolve(message.function)
+            fn, is_async = self._resolve(message.function)
         except _Gone as exc:
             self._reply_error(peer, msg_id, str(exc))
             return
-        if inspect.iscoroutinefunction(fn):
-            task = self._loop.create_task(self._run_async(peer, msg_id, fn, args))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if is_async:
+            if on_loop:
+                self._start_task(peer, msg_id, fn, args)
+            else:
+                self._loop.call_soon_threadsafe(self._start_task, peer, msg_id, fn, args)
+        elif on_loop and inline and fn in self._quick and self._inline_since is None:
+            self._run_inline(peer, msg_id, fn, args)
         else:
-            future = asyncio.wrap_future(self._pool.submit(self._run_sync, peer, msg_id, fn, args))
-            self._tasks.add(future)
-            future.add_done_callback(self._tasks.discard)
+            future = self._pool.submit(self._run_in_pool, peer, msg_id, fn, args)
+            self._pool_calls.add(future)
+            future.add_done_callback(self._pool_calls.discard)
 
     # -- answering -------------------------------------------------------------------------
 
-    def _run_sync(self, peer: bytes, msg_id: str, fn: Callable, args: list) -> None:
-        """Pool thread: run a plain method and send its answer from this thread."""
+    def _run_inline(self, peer: bytes, msg_id: str, fn: Callable, args: list) -> None:
+        """Run a plain method on the loop thread; the watchdog covers for it if it blocks."""
+        self._inline_since = started = time.monotonic()
         try:
             result = fn(*args)
+        except Exception as exc:  # the method's failure is the caller's answer
+            payload = self._error_payload(msg_id, exc)
+        else:
+            if inspect.isawaitable(result):
+                self._start_task(peer, msg_id, _await, [result])
+                return
+            payload = self._result_payload(msg_id, fn, result)
+        finally:
+            self._inline_since = None
+            if time.monotonic() - started >= TAKEOVER:
+                self._quick.discard(fn)
+        self._send(peer, payload)
+
+    def _run_in_pool(self, peer: bytes, msg_id: str, fn: Callable, args: list) -> None:
+        started = time.monotonic()
+        try:
+            result = fn(*args)
+            if time.monotonic() - started < TAKEOVER:
+                self._quick.add(fn)
             if inspect.isawaitable(result):
                 result = asyncio.run_coroutine_threadsafe(_await(result), self._loop).result()
-        except BaseException as exc:  # the method's failure is the caller's answer
+        except Exception as exc:
             payload = self._error_payload(msg_id, exc)
         else:
             payload = self._result_payload(msg_id, fn, result)
         self._send(peer, payload)
+
+    def _start_task(self, peer: bytes, msg_id: str, fn: Callable, args: list) -> None:
+        task = self._loop.create_task(self._run_async(peer, msg_id, fn, args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run_async(self, peer: bytes, msg_id: str, fn: Callable, args: list) -> None:
         try:
@@ -263,7 +335,7 @@ class ChildWorker:
         self._send(peer, pack_message(protocol.error(msg_id, text)))
 
     def _send(self, peer: bytes, payload: bytes) -> None:
-        """Send one reply; hold it when the peer is at its high-water mark, drop it if the peer is gone."""
+        """Send one reply; hold it at the high-water mark, drop it (logged) if the peer is gone."""
         def send(end: ChildEnd) -> None:
             try:
                 if not end.send_nowait(peer, payload):
@@ -287,26 +359,37 @@ class ChildWorker:
         self._with_end(send)
 
     def _with_end(self, operation: Callable[[ChildEnd], Any]) -> None:
-        """Run a send under the I/O lock, from any thread.
+        """Run a send under the I/O lock, from any thread, and keep the edge-triggered fd honest.
 
-        Off the loop thread, drain what the send made ready and hand it to the loop: the
-        fd is edge-triggered, so the loop might not wake for it.
+        A send may swallow the wake-up of a message that arrived meanwhile. On the loop
+        thread, a drain is scheduled; elsewhere the sender reads what is ready and hands
+        it on (handling it itself while the loop is busy in a method).
         """
         end = self._end
         if end is None:
-            log.warning("dropped a message: the worker is not serving")
             return
-        items = []
+        on_loop = threading.get_ident() == self._loop_thread
         with self._io_lock:
             operation(end)
-            if threading.get_ident() != self._loop_thread:
-                while True:
-                    item = end.recv_nowait()
-                    if item is None:
-                        break
-                    items.append(item)
-        if items:
-            self._loop.call_soon_threadsafe(self._handle_batch, items)
+            items = [] if on_loop else _recv_all(end)
+        if on_loop:
+            if not self._draining:  # a running drain reads again anyway
+                self._loop.call_soon(self._drain)
+        elif items:
+            if self._inline_since is not None:
+                for peer, payload in items:
+                    self._handle(peer, payload, on_loop=False)
+            else:
+                self._loop.call_soon_threadsafe(self._handle_batch, items)
+
+
+def _recv_all(end: ChildEnd) -> list:
+    items = []
+    while True:
+        item = end.recv_nowait()
+        if item is None:
+            return items
+        items.append(item)
 
 
 async def _await(awaitable):

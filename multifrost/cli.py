@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("call", help="call a function of a running service and print the result")
     p.add_argument("service", help="the service id")
     p.add_argument("function", help="the function to call")
-    p.add_argument("args", nargs="*", default=[], metavar="ARG", help="an argument: JSON if it parses (3, true, [1]), else a string")
+    p.add_argument("args", nargs="*", default=[], metavar="ARG",
+                   help="an argument: JSON if it parses (3, true, [1]), else a string")
     p.add_argument("--args", dest="args_json", metavar="JSON", help="all arguments as one JSON array instead")
     p.add_argument("--timeout", type=_positive, default=30.0, metavar="S", help="seconds to wait (default 30)")
     p.add_argument("--namespace", default="default", metavar="NS", help="the service's namespace (default 'default')")

@@ -367,16 +367,24 @@ class FileRegistry(Registry):
                 os.mkdir(path)
             else:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-                try:
-                    os.write(fd, str(os.getpid()).encode())
-                finally:
-                    os.close(fd)
-            st = os.stat(path)
         except FileExistsError:
             self._break_if_stale(path, is_dir=is_dir)
             return None
         except OSError as exc:
             raise RegistryError(f"cannot create registry lock {path}: {exc.strerror or exc}") from exc
+        try:
+            if not is_dir:
+                try:
+                    os.write(fd, str(os.getpid()).encode())
+                finally:
+                    os.close(fd)
+            st = os.stat(path)
+        except BaseException as exc:  # Ctrl-C included: never leave a lock nobody will release
+            with contextlib.suppress(OSError):
+                _remove(path, is_dir=is_dir)
+            if isinstance(exc, OSError):
+                raise RegistryError(f"cannot write registry lock {path}: {exc.strerror or exc}") from exc
+            raise
         return st.st_ino, st.st_mtime_ns
 
     def _unlock(self, path: Path, identity: tuple[int, int], *, is_dir: bool) -> None:
@@ -435,6 +443,7 @@ class FileRegistry(Registry):
                 os.unlink(aside)
         except FileExistsError:
             _remove(aside, is_dir=is_dir)
+
 
 def default_registry() -> FileRegistry:
     """The registry every Multifrost v4 peer shares (or ``$MULTIFROST_REGISTRY``)."""

@@ -115,8 +115,8 @@ class ConnectTarget:
 class InprocessTarget:
     """A ChildWorker object served in this process, over ``memory://`` or ``inproc://``.
 
-    With the sync API the worker gets an event loop in a thread of its own; with the
-    async API it is served as a task on the caller's loop.
+    The worker gets an event loop in a thread of its own (with either API), so that a
+    plain method it runs inline never stalls the caller's loop.
     """
 
     transports = ("memory", "inproc")
@@ -128,7 +128,6 @@ class InprocessTarget:
         self.transport = transport
         self.name = type(worker).__name__
         self._thread: threading.Thread | None = None
-        self._task: asyncio.Task | None = None
         self._child_end = None
 
     def describe(self) -> str:
@@ -157,10 +156,7 @@ class InprocessTarget:
         return open_parent_end(endpoint, bind=False), None
 
     async def aopen(self) -> tuple[ParentEnd, None]:
-        endpoint = self._bind()
-        self._task = asyncio.get_running_loop().create_task(self.worker.serve(self._child_end))
-        await asyncio.sleep(0)
-        return open_parent_end(endpoint, bind=False), None
+        return self.open()
 
     def close(self) -> None:
         """Stop the served worker and wait for it (sync API)."""
@@ -171,11 +167,7 @@ class InprocessTarget:
         self._close_end()
 
     async def aclose(self) -> None:
-        self.worker.stop()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        self._close_end()
+        await asyncio.to_thread(self.close)
 
     def _close_end(self) -> None:
         if self._child_end is not None:

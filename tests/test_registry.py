@@ -124,9 +124,10 @@ def test_malformed_entries_are_skipped_but_kept(registry_path):
 
 
 def test_other_fields_of_foreign_entries_survive(registry_path):
-    write_raw(registry_path, json.dumps({"js": {"port": 7000, "pid": os.getpid(), "started": "t", "extra": [1]}}))
+    foreign = {"port": 7000, "pid": os.getpid(), "started": "t", "extra": [1]}
+    write_raw(registry_path, json.dumps({"js": foreign}))
     default_registry().register("py", 7001)
-    assert json.loads(registry_path.read_text())["js"] == {"port": 7000, "pid": os.getpid(), "started": "t", "extra": [1]}
+    assert json.loads(registry_path.read_text())["js"] == foreign
 
 
 def test_live_holder_keeps_its_id(registry_path, live_pid):
@@ -275,6 +276,29 @@ def test_stale_lock_is_removed(registry_path, is_dir):
     assert reg.lookup("svc").port == 5012
     assert not lock.exists()
     assert leftovers(registry_path) == []
+
+
+@pytest.mark.parametrize("is_dir", [False, True], ids=["file-lock", "dir-lock"])
+def test_a_lock_retaken_while_breaking_it_is_put_back(registry_path, monkeypatch, is_dir):
+    reg = FileRegistry(lock_timeout=0.3)
+    lock = make_lock(reg, is_dir, age=60)
+    real_rename = os.rename
+    raced = []
+
+    def rename(src, dst):
+        if Path(src) == lock and not raced:
+            # Another waiter removes the stale lock and takes a fresh one right now.
+            lock.rmdir() if is_dir else lock.unlink()
+            make_lock(reg, is_dir)
+            raced.append(os.stat(lock).st_ino)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(RegistryError, match=lock.name):
+        reg.register("svc", 5016)
+    assert raced and os.stat(lock).st_ino == raced[0]
+    assert time.time() - lock.stat().st_mtime < 60
+    assert leftovers(registry_path) == [lock.name]
 
 
 @pytest.mark.parametrize("is_dir", [False, True], ids=["file-lock", "dir-lock"])

@@ -21,7 +21,7 @@ RACER = """
 import json, sys
 from multifrost.errors import RegistryError
 from multifrost.registry import FileRegistry
-reg = FileRegistry(sys.argv[1])
+reg = FileRegistry(sys.argv[1], lock_timeout=60)  # a loaded machine must not fail the race
 service_id, port = sys.argv[2], int(sys.argv[3])
 print("ready", flush=True)
 sys.stdin.readline()

@@ -276,3 +276,25 @@ def test_list_functions():
     assert MathWorker().list_functions() == [
         "aadd", "add", "asleep", "crash", "echo", "echo_all", "fail", "pid", "say", "sleep", "threads",
         "unencodable", "wait_for", "warn"]
+
+
+def test_quick_method_that_blocks_later_is_covered_by_the_watchdog(client, tmp_path):
+    """A method proven quick runs inline; when it then blocks, heartbeats and calls still go through."""
+    import threading
+    flag = tmp_path / "go"
+    flag.write_text("")
+    for _ in range(3):
+        assert client.call("wait_for", str(flag), 10.0) is True  # quick: earns its inline place
+    flag.unlink()
+    done = {}
+    t = threading.Thread(target=lambda: done.setdefault("slow", client.call("wait_for", str(flag), 10.0)))
+    t.start()
+    try:
+        for i in range(5):
+            assert client.call("add", i, 1) == i + 1
+        if client.api == "sync":
+            assert client.worker.ping(timeout=5.0) >= 0
+    finally:
+        flag.write_text("go")
+        t.join()
+    assert done["slow"] is True

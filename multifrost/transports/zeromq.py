@@ -22,7 +22,9 @@ socket does not know (never connected, or gone) raises TransportError.
 A bound parent (DEALER) with no connected child cannot send: ``send_nowait`` returns False
 until a child connects, and ``fileno()`` signals when one does. A connected end whose peer
 goes away keeps its queue and reconnects on its own (ZeroMQ reconnect); a new child bound at
-the same endpoint then receives the parent's next messages.
+the same endpoint then receives the parent's next messages. Messages in flight when the
+connection dies (including ones sent before ZeroMQ notices) are lost with it: the RPC layer
+above must time out and retry, not assume delivery.
 
 ``max_message_size`` sets ``ZMQ_MAXMSGSIZE``: a peer sending a larger frame is disconnected
 by ZeroMQ (what was in flight on that connection is lost; a connecting peer reconnects).
@@ -43,6 +45,7 @@ import threading
 import time
 
 import zmq
+from zmq.backend import Socket as _BaseSocket
 
 from ..errors import TransportClosed, TransportError
 from . import Endpoint
@@ -50,13 +53,14 @@ from .base import ChildEnd, ParentEnd
 
 log = logging.getLogger("multifrost.transports")
 
-_NOBLOCK = zmq.NOBLOCK
-_SNDMORE = zmq.SNDMORE
-_MORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
-_RCVMORE = zmq.RCVMORE
-_EVENTS = zmq.EVENTS
-_POLLIN = zmq.POLLIN
-_POLLOUT = zmq.POLLOUT
+# Plain ints, not pyzmq's enums: enum arithmetic costs microseconds on the hot path.
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE = int(zmq.SNDMORE)
+_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
 _Again = zmq.Again
 _ZMQError = zmq.ZMQError
 
@@ -109,9 +113,11 @@ class _ZmqEnd:
             raise TransportError(f"cannot {action} {endpoint}: {exc}") from exc
         self._sock = sock
         self._fd = sock.getsockopt(zmq.FD)
-        self._recv = sock.recv
-        self._send = sock.send
-        self._get = sock.getsockopt
+        # pyzmq's Cython methods, bound directly: the Python-level wrappers of zmq.Socket
+        # (routing ids, groups, enum results) cost about a microsecond a call.
+        self._recv = _BaseSocket.recv.__get__(sock)
+        self._send = _BaseSocket.send.__get__(sock)
+        self._get = _BaseSocket.get.__get__(sock)
 
     def fileno(self) -> int:
         if self._closed:
@@ -131,12 +137,15 @@ class _ZmqEnd:
             return TransportClosed(f"transport end {self.endpoint} is closed")
         return TransportError(f"{self.endpoint}: {exc}")
 
-    def _no_message(self) -> None:
-        """recv found nothing: if a send was refused, see whether room appeared (EVENTS).
+    def _ready(self) -> int:
+        """Whether a message waits (EVENTS, which also re-arms the edge-triggered fd).
 
-        Returns True when a message turned up meanwhile (receive again).
+        Cheaper than a NOBLOCK recv that raises zmq.Again; notes room to send as well.
         """
-        events = self._get(_EVENTS)
+        try:
+            events = self._get(_EVENTS)
+        except _ZMQError as exc:
+            raise self._error(exc) from exc
         if events & _POLLOUT:
             self._send_refused = False
         return events & _POLLIN
@@ -212,12 +221,10 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
     def recv_nowait(self) -> bytes | None:
         recv = self._recv
         get = self._get
-        while True:
+        while self._ready():
             try:
                 first = recv(_NOBLOCK)
             except _Again:
-                if self._send_refused and self._no_message():
-                    continue
                 return None
             except _ZMQError as exc:
                 raise self._error(exc) from exc
@@ -227,6 +234,7 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
             if not first and not get(_RCVMORE):
                 return second
             self._drop([first, second], "[b'', payload] or [payload]")
+        return None
 
 
 class ZmqChildEnd(_ZmqEnd, ChildEnd):
@@ -258,12 +266,10 @@ class ZmqChildEnd(_ZmqEnd, ChildEnd):
     def recv_nowait(self) -> "tuple[bytes, bytes] | None":
         recv = self._recv
         get = self._get
-        while True:
+        while self._ready():
             try:
                 peer = recv(_NOBLOCK)
             except _Again:
-                if self._send_refused and self._no_message():
-                    continue
                 return None
             except _ZMQError as exc:
                 raise self._error(exc) from exc
@@ -281,6 +287,7 @@ class ZmqChildEnd(_ZmqEnd, ChildEnd):
                         return peer, payload
                     frames.append(payload)
             self._drop(frames, "[identity, b'', payload] or [identity, payload]")
+        return None
 
     @property
     def peers(self) -> "frozenset[bytes]":
