@@ -348,10 +348,14 @@ def datetime_from_timestamp(data: bytes) -> datetime:
 
 
 def ext_value(code: int, data: bytes) -> object:
-    """The Python value of a msgpack ext: datetime for -1, None for JavaScript's undefined."""
+    """The Python value of a msgpack ext: datetime for -1, None for JavaScript's undefined.
+
+    msgpackr packs ``undefined`` as ext 0 with one zero byte (d4 00 00), other encoders
+    with no data: any ext 0 reads as None.
+    """
     if code == -1:
         return datetime_from_timestamp(data)
-    if code == 0 and not data:
+    if code == 0:
         return None
     if code < 0:
         raise ProtocolError(f"reserved ext type {code} is not supported")

@@ -218,6 +218,8 @@ class SyncChannel(_Channel):
                 return
 
     def _drain_locked(self, outputs: list) -> None:
+        if self._failure is not None:
+            return  # the channel is finished; its end may be closed already
         recv = self.end.recv_nowait
         while True:
             payload = recv()

@@ -320,8 +320,6 @@ class ParentWorker:
         if permit == "trial" and self._down is not None:
             self._restart_requested = self._restarting = True
             os.write(self._wake_w, b"x")
-        elif self._down is not None and not self._options.auto_restart:
-            raise self._down
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._ready.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))):
             if self._closing or (self._down is not None and not self._restarting):
@@ -394,6 +392,25 @@ class ParentWorker:
         if self._options.auto_restart and not self._closing:
             self._restart_loop(self._options.max_restart_attempts)
 
+    def _reconnect_if_moved(self) -> None:
+        """Connect mode: the service stopped answering; if it is gone or moved, find it again."""
+        try:
+            moved = self._target.moved()
+        except MultifrostError as exc:
+            log.warning("cannot read the registry: %s", exc)
+            return
+        if not moved:
+            return
+        error = WorkerCrashedError(f"{self._target.describe()} went away; calls in flight failed, reconnecting")
+        log.warning("%s", error)
+        with self._state_lock:
+            self._ready.clear()
+            self._restarting = True
+            self._down = error
+            self._healthy = False
+            self._teardown(error)
+        self._restart_loop(self._options.max_restart_attempts)
+
     def _restart_loop(self, attempts: int) -> None:
         """Start the child again, backing off exponentially; after ``attempts`` failures the circuit opens."""
         self._restarting = True
@@ -417,7 +434,7 @@ class ParentWorker:
                 self.metrics.restarts += 1
                 log.info("%s restarted", self._target.describe())
                 return
-            except WorkerStartError as exc:
+            except MultifrostError as exc:  # a failed start, or (connect mode) the service not found
                 log.warning("restart of %s failed: %s", self._target.describe(), exc)
                 with self._state_lock:
                     self._down = exc
@@ -535,8 +552,6 @@ class ParentWorker:
         if permit == "trial" and self._down is not None:
             self._restarting = True
             self._spawn_task(self._arestart_loop(1))
-        elif self._down is not None and not self._options.auto_restart:
-            raise self._down
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._aready.is_set():
             if self._closing or (self._down is not None and not self._restarting):
@@ -593,6 +608,24 @@ class ParentWorker:
         if self._options.auto_restart and not self._closing:
             await self._arestart_loop(self._options.max_restart_attempts)
 
+    async def _areconnect_if_moved(self) -> None:
+        """Connect mode: the service stopped answering; if it is gone or moved, find it again."""
+        try:
+            moved = await asyncio.to_thread(self._target.moved)
+        except MultifrostError as exc:
+            log.warning("cannot read the registry: %s", exc)
+            return
+        if not moved:
+            return
+        error = WorkerCrashedError(f"{self._target.describe()} went away; calls in flight failed, reconnecting")
+        log.warning("%s", error)
+        self._aready.clear()
+        self._restarting = True
+        self._down = error
+        self._healthy = False
+        await self._ateardown(error)
+        await self._arestart_loop(self._options.max_restart_attempts)
+
     async def _arestart_loop(self, attempts: int) -> None:
         self._restarting = True
         try:
@@ -611,7 +644,7 @@ class ParentWorker:
                 self.metrics.restarts += 1
                 log.info("%s restarted", self._target.describe())
                 return
-            except WorkerStartError as exc:
+            except MultifrostError as exc:  # a failed start, or (connect mode) the service not found
                 log.warning("restart of %s failed: %s", self._target.describe(), exc)
                 self._down = exc
                 await self._ateardown(exc)
@@ -634,6 +667,8 @@ class ParentWorker:
                                               "heartbeat")
             except CallTimeoutError:
                 self._heartbeat_missed()
+                if isinstance(self._target, ConnectTarget):
+                    await self._areconnect_if_moved()
             except MultifrostError:
                 continue
             else:
@@ -706,6 +741,8 @@ class _HeartbeatClock:
                 channel.forget(self.msg_id)
                 self.waiter = None
                 worker._heartbeat_missed()
+                if isinstance(worker._target, ConnectTarget):
+                    worker._reconnect_if_moved()
         if self.waiter is None and now >= self.next_at:
             message = protocol.heartbeat()
             self.msg_id = message["id"]

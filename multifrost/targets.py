@@ -89,6 +89,7 @@ class ConnectTarget:
         self.timeout = timeout
         self._registry = registry
         self.name = service_id
+        self.entry = None  # the registry entry the last open() connected to
 
     @property
     def registry(self) -> "Registry":
@@ -101,12 +102,18 @@ class ConnectTarget:
         return f"service {self.service_id!r}"
 
     def open(self) -> tuple[ParentEnd, None]:
-        entry = self.registry.discover(self.service_id, timeout=self.timeout)
-        return open_parent_end(f"tcp://127.0.0.1:{entry.port}", bind=False), None
+        self.entry = self.registry.discover(self.service_id, timeout=self.timeout)
+        return open_parent_end(f"tcp://127.0.0.1:{self.entry.port}", bind=False), None
 
     async def aopen(self) -> tuple[ParentEnd, None]:
-        entry = await self.registry.adiscover(self.service_id, timeout=self.timeout)
-        return open_parent_end(f"tcp://127.0.0.1:{entry.port}", bind=False), None
+        self.entry = await self.registry.adiscover(self.service_id, timeout=self.timeout)
+        return open_parent_end(f"tcp://127.0.0.1:{self.entry.port}", bind=False), None
+
+    def moved(self) -> bool:
+        """Whether the service we connected to is gone, dead, or re-registered elsewhere."""
+        now = self.registry.lookup(self.service_id)
+        was = self.entry
+        return now is None or not now.alive or was is None or (now.port, now.pid) != (was.port, was.pid)
 
     def close(self) -> None:
         pass

@@ -353,8 +353,9 @@ def test_unhashable_keys_are_protocol_errors(impl, key, name):
 
 
 def test_ext_values(impl):
-    assert same(impl.unpack_message(b"\x81\xa1u\xd4\x00\x00"), {"u": msgpack.ExtType(0, b"\x00")})
-    assert same(impl.unpack_message(b"\x81\xa1u\xc7\x00\x00"), {"u": None})  # JavaScript undefined
+    # JavaScript undefined: msgpackr sends ext 0 with one zero byte, other encoders with none
+    assert same(impl.unpack_message(b"\x81\xa1u\xd4\x00\x00"), {"u": None})
+    assert same(impl.unpack_message(b"\x81\xa1u\xc7\x00\x00"), {"u": None})
     assert same(impl.unpack_message(b"\x81\xa1x\xc7\x02\x11ab"), {"x": msgpack.ExtType(17, b"ab")})
     assert unpack_error(impl, b"\x81\xa1x\xd4\xfe\x00") == "reserved ext type -2 is not supported"
 

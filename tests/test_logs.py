@@ -1,0 +1,64 @@
+"""multifrost.logs: JsonFormatter output and context binding."""
+import io
+import json
+import logging
+
+import pytest
+
+from multifrost.logs import CONTEXT_KEYS, JsonFormatter, bind
+
+
+@pytest.fixture
+def captured():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter(fields={"app": "tests"}))
+    logger = logging.getLogger("multifrost.test_logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger, lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logger.removeHandler(handler)
+
+
+def test_a_record_is_one_json_object_with_its_extra_fields(captured):
+    logger, records = captured
+    context = {"worker_id": "w-1", "service_id": "svc", "pid": 42, "request_id": "r-9",
+               "function": "add", "duration_ms": 1.5}
+    assert set(context) == set(CONTEXT_KEYS)
+    logger.info("call %s done", "add", extra=context)
+    (entry,) = records()
+    assert entry["message"] == "call add done"
+    assert entry["level"] == "INFO" and entry["logger"] == "multifrost.test_logs"
+    assert entry["app"] == "tests"
+    assert entry["time"].endswith("+00:00")
+    for key, value in context.items():
+        assert entry[key] == value
+    assert "args" not in entry and "msg" not in entry  # standard record attributes are not repeated
+
+
+def test_traceback_and_unserializable_values(captured):
+    logger, records = captured
+    try:
+        raise ValueError("broken")
+    except ValueError:
+        logger.exception("failed", extra={"payload": {1, 2}})
+    (entry,) = records()
+    assert "ValueError: broken" in entry["exc_info"]
+    assert entry["payload"] == str({1, 2})
+
+
+def test_bound_context_merges_with_per_call_extra(captured):
+    logger, records = captured
+    bound = bind(logger, worker_id="w-2", service_id=None)
+    bound.warning("one")
+    bound.warning("two", extra={"request_id": "r-1"})
+    first, second = records()
+    assert first["worker_id"] == "w-2" and "service_id" not in first and "request_id" not in first
+    assert second["worker_id"] == "w-2" and second["request_id"] == "r-1"
+
+
+def test_bind_by_logger_name():
+    bound = bind("multifrost.parent", worker_id="x")
+    assert bound.logger is logging.getLogger("multifrost.parent")
+    assert bound.extra == {"worker_id": "x"}
