@@ -15,6 +15,7 @@ import os
 import statistics
 import time
 import uuid
+from typing import Callable
 
 import msgpack
 
@@ -109,12 +110,16 @@ def measure(rows: dict, arg, reps: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=9)
-    options = parser.parse_args()
-    print(f"compiled codec: {'yes' if compiled else 'NO (not built)'}; msgpack {msgpack.version}; {options.reps} reps")
-    for name, message in payloads().items():
+def header(reps: int) -> str:
+    return f"compiled codec: {'yes' if compiled else 'NO (not built)'}; msgpack {msgpack.version}; {reps} reps"
+
+
+def run(reps: int = 9, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Measure every payload; one dict per payload with its rows ``(label, µs, ratio to the floor)``."""
+    results = []
+    for number, (name, message) in enumerate(payloads().items(), 1):
+        if progress:
+            progress(f"payload {number}/{len(TARGETS)} ({name})")
         clean = naive_sanitize(message)
         data = _codec_fallback.pack_message(message)
         assert msgpack.packb(clean, use_bin_type=True, datetime=True) == data
@@ -127,27 +132,44 @@ def main() -> None:
         pack_rows["naive sanitize + packb"] = naive_pack
         unpack_rows["python twin"] = _codec_fallback.unpack_message
         unpack_rows["naive unpackb + sanitize"] = naive_unpack
-        packed = measure(pack_rows, message, options.reps)
-        floor = measure({"floor": lambda m, c=clean: msgpack.packb(c, use_bin_type=True, datetime=True)}, None, options.reps)
-        unpacked = measure(unpack_rows | {"msgpack.unpackb": lambda d: msgpack.unpackb(d, strict_map_key=False, timestamp=3)}, data, options.reps)
-        print(f"\n## {name} ({len(data)} bytes)")
-        print(f"| {'row':<34} | {'µs/msg':>9} | {'vs floor':>8} |")
-        print(f"|{'-' * 36}|{'-' * 11}|{'-' * 10}|")
-        print(f"| {'msgpack.packb of a clean copy':<34} | {floor['floor']:9.2f} | {1:8.2f} |")
-        for row, value in packed.items():
-            print(f"| {'pack: ' + row:<34} | {value:9.2f} | {value / floor['floor']:8.2f} |")
+        packed = measure(pack_rows, message, reps)
+        floor = measure({"floor": lambda m, c=clean: msgpack.packb(c, use_bin_type=True, datetime=True)}, None, reps)
+        unpacked = measure(unpack_rows | {"msgpack.unpackb": lambda d: msgpack.unpackb(d, strict_map_key=False, timestamp=3)}, data, reps)
+        rows = [("msgpack.packb of a clean copy", floor["floor"], 1.0)]
+        rows += [("pack: " + row, value, value / floor["floor"]) for row, value in packed.items()]
         base = unpacked.pop("msgpack.unpackb")
-        print(f"| {'msgpack.unpackb':<34} | {base:9.2f} | {1:8.2f} |")
-        for row, value in unpacked.items():
-            print(f"| {'unpack: ' + row:<34} | {value:9.2f} | {value / base:8.2f} |")
+        rows.append(("msgpack.unpackb", base, 1.0))
+        rows += [("unpack: " + row, value, value / base) for row, value in unpacked.items()]
+        targets = None
         if compiled:
             pack_ratio = packed["compiled pack_message"] / floor["floor"]
             naive_ratio = packed["naive sanitize + packb"] / packed["compiled pack_message"]
             unpack_ratio = unpacked["compiled unpack_message"] / base
-            print(
-                f"targets: pack {pack_ratio:.2f}x floor (<= {TARGETS[name]}), {naive_ratio:.1f}x faster than naive, "
-                f"unpack {unpack_ratio:.2f}x unpackb (<= 1.3)"
-            )
+            targets = (f"targets: pack {pack_ratio:.2f}x floor (<= {TARGETS[name]}), {naive_ratio:.1f}x faster than naive, "
+                       f"unpack {unpack_ratio:.2f}x unpackb (<= 1.3)")
+        results.append({"payload": name, "bytes": len(data), "rows": rows, "targets": targets})
+    return results
+
+
+def report(results: list[dict]) -> list[str]:
+    """The Markdown lines of one table per payload."""
+    lines = []
+    for result in results:
+        lines += ["", f"## {result['payload']} ({result['bytes']} bytes)",
+                  f"| {'row':<34} | {'µs/msg':>9} | {'vs floor':>8} |",
+                  f"|{'-' * 36}|{'-' * 11}|{'-' * 10}|"]
+        lines += [f"| {label:<34} | {value:9.2f} | {ratio:8.2f} |" for label, value, ratio in result["rows"]]
+        if result["targets"]:
+            lines.append(result["targets"])
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=9)
+    options = parser.parse_args()
+    print(header(options.reps))
+    print("\n".join(report(run(options.reps))))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import Callable
 
 import msgpack
 import zmq
@@ -151,13 +152,9 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=2000, help="calls per repetition (default 2000)")
-    parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions (default 7)")
-    opts = parser.parse_args()
-    calls, reps = opts.calls, opts.reps
-
+def measure(calls: int = 2000, reps: int = 7, progress: Callable[[str], None] | None = None) -> dict:
+    """Run every path ``reps`` times, interleaved; returns the medians per path and the start-up times."""
+    progress = progress or (lambda text: print(f"\r{text}", end="", file=sys.stderr, flush=True))
     ctx = zmq.Context()
     actx = zmq.asyncio.Context()
     raw = RawPeer(ctx)
@@ -187,7 +184,7 @@ def main() -> None:
     loop.run_until_complete(mf_async_latency(async_worker, 200))
     try:
         for rep in range(reps):
-            print(f"\rrepetition {rep + 1}/{reps} ...", end="", file=sys.stderr, flush=True)
+            progress(f"repetition {rep + 1}/{reps} ...")
             lat = raw_sync_latency(raw.sock, calls)
             add("raw pyzmq, blocking", p50=pct(lat, .5), p99=pct(lat, .99), tput=raw_sync_throughput(raw.sock, calls * 2))
             lat = loop.run_until_complete(raw_asyncio_latency(araw_sock, calls))
@@ -205,7 +202,6 @@ def main() -> None:
             if rep < 3:
                 add("start-up", spawn=spawn_to_first_result(), bare=bare_import())
     finally:
-        print("", file=sys.stderr)
         loop.run_until_complete(async_worker.aclose())
         loop.close()
         sync_worker.close()
@@ -218,22 +214,39 @@ def main() -> None:
         actx.term()
 
     med = {name: {k: statistics.median(v) for k, v in vals.items()} for name, vals in rows.items()}
+    return {"calls": calls, "reps": reps, "startup": med.pop("start-up"), "rows": med}
+
+
+def report(result: dict) -> list[str]:
+    """The Markdown lines of the RPC table for a ``measure()`` result."""
+    med, calls, reps = result["rows"], result["calls"], result["reps"]
     floor = med["raw pyzmq, blocking"]
-    print(f"# RPC benchmark: add(1, 2), {calls} calls x {reps} interleaved reps, codec={IMPLEMENTATION}, "
-          f"Python {sys.version.split()[0]}, pyzmq {zmq.__version__}")
-    print()
-    print("| path | p50 µs | p99 µs | p50 vs raw | calls/s (window 256) | vs raw |")
-    print("|---|---|---|---|---|---|")
+    lines = [f"# RPC benchmark: add(1, 2), {calls} calls x {reps} interleaved reps, codec={IMPLEMENTATION}, "
+             f"Python {sys.version.split()[0]}, pyzmq {zmq.__version__}",
+             "",
+             "| path | p50 µs | p99 µs | p50 vs raw | calls/s (window 256) | vs raw |",
+             "|---|---|---|---|---|---|"]
     for name, m in med.items():
-        if name == "start-up":
-            continue
         tput = m.get("tput")
         tput_cells = f"{tput:,.0f} | {tput / floor['tput']:.2f}x" if tput else "- | -"
-        print(f"| {name} | {m['p50'] * 1e6:.0f} | {m['p99'] * 1e6:.0f} | {m['p50'] / floor['p50']:.2f}x | {tput_cells} |")
-    s = med["start-up"]
-    print()
-    print(f"spawn to first result: {s['spawn'] * 1000:.0f} ms; bare `python -c 'import multifrost'`: "
-          f"{s['bare'] * 1000:.0f} ms; difference {(s['spawn'] - s['bare']) * 1000:.0f} ms (target: < 150 ms)")
+        lines.append(f"| {name} | {m['p50'] * 1e6:.0f} | {m['p99'] * 1e6:.0f} | {m['p50'] / floor['p50']:.2f}x | "
+                     f"{tput_cells} |")
+    s = result["startup"]
+    lines += ["", f"spawn to first result: {s['spawn'] * 1000:.0f} ms; bare `python -c 'import multifrost'`: "
+                  f"{s['bare'] * 1000:.0f} ms; difference {(s['spawn'] - s['bare']) * 1000:.0f} ms (target: < 150 ms)"]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000, help="calls per repetition (default 2000)")
+    parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions (default 7)")
+    opts = parser.parse_args()
+    try:
+        result = measure(opts.calls, opts.reps)
+    finally:
+        print("", file=sys.stderr)
+    print("\n".join(report(result)))
 
 
 if __name__ == "__main__":

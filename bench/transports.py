@@ -12,23 +12,21 @@ copy=False (+ ``.bytes``). Run: ``python bench/transports.py [--quick]``.
 from __future__ import annotations
 
 import select
+import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from typing import Callable
 
 import zmq
 
 from multifrost.transports import open_child_end, open_parent_end
 from multifrost.transports.zeromq import _shared_context
 
-QUICK = "--quick" in sys.argv
-REPS = 3 if QUICK else 5
-RTT_CALLS = 1000 if QUICK else 3000
 WINDOW = 256
-THROUGHPUT = {64: 10_000 if QUICK else 30_000, 65536: 1000 if QUICK else 3000}
 STOP = b"\xffstop"
 
 
@@ -137,10 +135,16 @@ class RawSide:
 
 # -- measurements ----------------------------------------------------------------------------
 
-def latency(side) -> tuple[float, float]:
+def settings(quick: bool) -> dict:
+    """Repetitions, sequential round trips and pipelined messages per payload size."""
+    return {"reps": 3 if quick else 5, "rtt_calls": 1000 if quick else 3000,
+            "throughput": {64: 10_000 if quick else 30_000, 65536: 1000 if quick else 3000}}
+
+
+def latency(side, calls: int) -> tuple[float, float]:
     payload = b"x" * 64
     samples = []
-    for _ in range(RTT_CALLS):
+    for _ in range(calls):
         start = time.perf_counter()
         while not side.send(payload):
             pass
@@ -150,9 +154,8 @@ def latency(side) -> tuple[float, float]:
     return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
 
 
-def throughput(side, size: int) -> float:
+def throughput(side, size: int, total: int) -> float:
     payload = b"y" * size
-    total = THROUGHPUT[size]
     sent = received = 0
     start = time.perf_counter()
     while received < total:
@@ -165,11 +168,13 @@ def throughput(side, size: int) -> float:
     return total / (time.perf_counter() - start)
 
 
-def measure(make, url: str) -> dict[str, float]:
+def measure(make, url: str, config: dict) -> dict[str, float]:
     side = make(url)
     try:
-        p50, p99 = latency(side)
-        return {"p50": p50, "p99": p99, "tp64": throughput(side, 64), "tp64k": throughput(side, 65536)}
+        p50, p99 = latency(side, config["rtt_calls"])
+        sizes = config["throughput"]
+        return {"p50": p50, "p99": p99, "tp64": throughput(side, 64, sizes[64]),
+                "tp64k": throughput(side, 65536, sizes[65536])}
     finally:
         side.close()
 
@@ -182,19 +187,19 @@ def urls(kind: str, tmpdir: str) -> str:
     return f"{kind}://{uuid.uuid4().hex}"
 
 
-def copy_micro() -> None:
-    """recv with copy=True vs copy=False (then .bytes) on inproc, per message."""
+def copy_micro(reps: int) -> list[tuple[int, float, float]]:
+    """recv with copy=True vs copy=False (then .bytes) on inproc, µs per message: (size, True, False)."""
     ctx = _shared_context()
     a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
     name = f"inproc://copy-{uuid.uuid4().hex}"
     a.bind(name)
     b.connect(name)
-    print("\nrecv copy=True vs copy=False+.bytes (inproc PAIR, send+recv per message, µs):")
+    rows = []
     for size in (64, 65536):
         payload = b"z" * size
         n = 20000 if size == 64 else 3000
         results = {True: [], False: []}
-        for _ in range(REPS):
+        for _ in range(reps):
             for copy in (True, False):
                 start = time.perf_counter()
                 for _ in range(n):
@@ -203,42 +208,62 @@ def copy_micro() -> None:
                     if not copy:
                         frame = frame.bytes
                 results[copy].append((time.perf_counter() - start) / n * 1e6)
-        t, f = statistics.median(results[True]), statistics.median(results[False])
-        print(f"  {size:>6} B: copy=True {t:6.2f}  copy=False {f:6.2f}  ratio {f / t:4.2f}")
+        rows.append((size, statistics.median(results[True]), statistics.median(results[False])))
     a.close(linger=0)
     b.close(linger=0)
+    return rows
 
 
-def main() -> None:
+PAIRS = [("tcp", "tcp"), ("ipc", "ipc"), ("inproc", "inproc"), ("memory", "inproc")]
+FIELDS = ("p50", "p99", "tp64", "tp64k")
+
+
+def run(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict:
+    """Every backend and its raw baseline, interleaved; medians per (side, kind), plus the copy micro-benchmark."""
+    config = settings(quick)
     tmpdir = tempfile.mkdtemp(prefix="mfb")
-    runs = {}
-    pairs = [("tcp", "tcp"), ("ipc", "ipc"), ("inproc", "inproc"), ("memory", "inproc")]
-    for _ in range(REPS):  # interleave every variant in each repetition
-        for kind, raw_kind in pairs:
-            runs.setdefault(("iface", kind), []).append(measure(InterfaceSide, urls(kind, tmpdir)))
-            if kind == raw_kind:
-                runs.setdefault(("raw", kind), []).append(measure(RawSide, urls(kind, tmpdir)))
+    runs: dict[tuple[str, str], list[dict]] = {}
+    try:
+        for rep in range(config["reps"]):  # interleave every variant in each repetition
+            if progress:
+                progress(f"repetition {rep + 1}/{config['reps']}")
+            for kind, raw_kind in PAIRS:
+                runs.setdefault(("iface", kind), []).append(measure(InterfaceSide, urls(kind, tmpdir), config))
+                if kind == raw_kind:
+                    runs.setdefault(("raw", kind), []).append(measure(RawSide, urls(kind, tmpdir), config))
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    medians = {key: {f: statistics.median(r[f] for r in rows) for f in FIELDS} for key, rows in runs.items()}
+    return {"config": config, "medians": medians, "copy": copy_micro(config["reps"])}
 
-    def med(key, field):
-        return statistics.median(r[field] for r in runs[key])
 
-    print(f"medians of {REPS} interleaved runs; latency over {RTT_CALLS} sequential round trips; "
-          f"throughput with window {WINDOW} (msgs/s)")
+def report(result: dict) -> list[str]:
+    """The table (and the copy micro-benchmark) of a ``run()`` result, as text lines."""
+    config, med = result["config"], result["medians"]
+    lines = [f"medians of {config['reps']} interleaved runs; latency over {config['rtt_calls']} sequential round trips; "
+             f"throughput with window {WINDOW} (msgs/s)"]
     header = f"{'backend':<9}{'p50 µs':>9}{'p99 µs':>9}{'64B msg/s':>12}{'64KiB msg/s':>13}"
-    print(header + f"   {'ratio vs raw (p50 / p99 / tput64 / tput64k)':<40}")
-    for kind, raw_kind in pairs:
+    lines.append(header + f"   {'ratio vs raw (p50 / p99 / tput64 / tput64k)':<40}")
+    for kind, raw_kind in PAIRS:
         for label, key in ((kind, ("iface", kind)), (f"raw {kind}", ("raw", kind))):
-            if key not in runs:
+            if key not in med:
                 continue
-            row = [med(key, f) for f in ("p50", "p99", "tp64", "tp64k")]
+            row = [med[key][f] for f in FIELDS]
             line = f"{label:<9}{row[0]:>9.1f}{row[1]:>9.1f}{row[2]:>12.0f}{row[3]:>13.0f}"
             if key[0] == "iface":
-                base = [med(("raw", raw_kind), f) for f in ("p50", "p99", "tp64", "tp64k")]
+                base = [med[("raw", raw_kind)][f] for f in FIELDS]
                 line += (f"   {row[0] / base[0]:.2f}x / {row[1] / base[1]:.2f}x / "
                          f"{base[2] / row[2]:.2f}x / {base[3] / row[3]:.2f}x  (vs raw {raw_kind}; "
                          "higher = slower)")
-            print(line)
-    copy_micro()
+            lines.append(line)
+    lines += ["", "recv copy=True vs copy=False+.bytes (inproc PAIR, send+recv per message, µs):"]
+    lines += [f"  {size:>6} B: copy=True {t:6.2f}  copy=False {f:6.2f}  ratio {f / t:4.2f}"
+              for size, t, f in result["copy"]]
+    return lines
+
+
+def main() -> None:
+    print("\n".join(report(run(quick="--quick" in sys.argv))))
 
 
 if __name__ == "__main__":

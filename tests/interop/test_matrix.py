@@ -257,9 +257,9 @@ def js_result(js_to_py, name: str):
     return found["result"]
 
 
-@pytest.mark.parametrize(("arg", "in_python", "back"), [c[1:] for c in JS_TO_PY], ids=[c[0] for c in JS_TO_PY])
-def test_value_node_to_python_and_back(js_to_py, arg, in_python, back):
-    name = next(c[0] for c in JS_TO_PY if c[1] is arg)
+@pytest.mark.parametrize(("name", "in_python", "back"), [(c[0], c[2], c[3]) for c in JS_TO_PY],
+                         ids=[c[0] for c in JS_TO_PY])
+def test_value_node_to_python_and_back(js_to_py, name, in_python, back):
     assert js_result(js_to_py, f"show {name}") == repr(in_python)  # repr tells int from float, bytes from str
     assert js_result(js_to_py, f"echo {name}") == back
 
