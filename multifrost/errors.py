@@ -1,6 +1,8 @@
 """The exceptions multifrost raises; every one is a MultifrostError."""
 from __future__ import annotations
 
+_TRACEBACK_MARK = "\nTraceback (most recent call last):"
+
 
 class MultifrostError(Exception):
     """Base class of every error this library raises."""
@@ -39,14 +41,16 @@ class RemoteCallError(MultifrostError):
 
     @classmethod
     def from_wire(cls, text: str) -> "RemoteCallError":
-        """Split a wire error text ``"Type: message\\nTraceback..."`` into its parts."""
-        head, _, tail = text.partition("\n")
+        """Read a wire error text: ``"Type: message\nTraceback ..."`` from a Python worker,
+        the bare message from others (a JavaScript worker's ``"ENOENT: no file"`` stays whole)."""
+        head, marker, tail = text.partition(_TRACEBACK_MARK)
+        if not marker:
+            return cls(text)
         remote_type = None
         type_name, sep, rest = head.partition(": ")
-        if sep and type_name.replace(".", "").replace("_", "").isalnum() and " " not in type_name:
-            remote_type = type_name
-            head = rest
-        return cls(head, remote_type=remote_type, remote_traceback=tail or None)
+        if sep and " " not in type_name and type_name.replace(".", "").replace("_", "").isalnum():
+            remote_type, head = type_name, rest
+        return cls(head, remote_type=remote_type, remote_traceback=(marker + tail).lstrip("\n"))
 
 
 class WorkerCrashedError(RemoteCallError):

@@ -7,8 +7,9 @@ real one in the home directory).
 
 What the JavaScript side does to values (msgpackr with ``useRecords: false``,
 ``int64AsType: "auto"``), checked below and summed up in the README:
-- a whole number between 2^32 and 2^53 is packed as float64, so a Python int there comes back
-  as a float; beyond 2^53 it is a BigInt and comes back as an int;
+- a whole number outside [-2^31, 2^32 - 1] but within +/-2^53 (e.g. 2^32 or 2^53 - 1) is packed
+  as float64, so a Python int there comes back as a float; beyond 2^53 it is a BigInt and comes
+  back as an int;
 - a float with an integral value (2.0, and -0.0) is packed as an integer: it comes back as an int;
 - NaN and +/-Infinity travel as nil (None / null), both ways;
 - a JS object's keys are strings, so {1: "a"} comes back as {"1": "a"} (a JS Map may send int keys);
@@ -113,7 +114,11 @@ PY_TO_JS = [
     ("1", 1, "number", 1),
     ("-1", -1, "number", -1),
     ("2**31", 2**31, "number", 2**31),
-    ("2**53-1", 2**53 - 1, "number", float(2**53 - 1)),  # float64 on the way back
+    ("-2**31", -(2**31), "number", -(2**31)),
+    ("2**32-1", 2**32 - 1, "number", 2**32 - 1),
+    ("2**32", 2**32, "number", float(2**32)),  # outside 32 bits: float64 on the way back
+    ("-2**31-1", -(2**31) - 1, "number", float(-(2**31) - 1)),
+    ("2**53-1", 2**53 - 1, "number", float(2**53 - 1)),
     ("-(2**53-1)", -(2**53 - 1), "number", float(-(2**53 - 1))),
     ("2**53+1", 2**53 + 1, "bigint", 2**53 + 1),
     ("2**63-1", 2**63 - 1, "bigint", 2**63 - 1),
@@ -134,6 +139,7 @@ PY_TO_JS = [
     ("empty-bytes", b"", "Buffer", b""),
     ("bytearray", bytearray(b"ab"), "Buffer", b"ab"),
     ("datetime-utc", MOMENT, "Date", MOMENT),
+    ("datetime-us", MOMENT.replace(microsecond=123456), "Date", MOMENT.replace(microsecond=123000)),  # ms kept
     ("datetime+02:00", MOMENT.astimezone(dt.timezone(dt.timedelta(hours=2))), "Date", MOMENT),  # back in UTC
     ("list", [1, "two", None, [3.5]], "array", [1, "two", None, [3.5]]),
     ("tuple", (1, 2), "array", [1, 2]),
@@ -196,7 +202,11 @@ JS_TO_PY = [
     ("1", 1, 1, 1),
     ("-1", -1, -1, -1),
     ("2**31", 2**31, 2**31, 2**31),
-    ("2**53-1", 2**53 - 1, float(2**53 - 1), 2**53 - 1),  # a JS number: float64 on the wire
+    ("2**32-1", 2**32 - 1, 2**32 - 1, 2**32 - 1),
+    ("-2**31", -(2**31), -(2**31), -(2**31)),
+    ("2**32", 2**32, float(2**32), 2**32),  # a whole JS number outside 32 bits is float64 on the wire
+    ("-2**31-1", -(2**31) - 1, float(-(2**31) - 1), -(2**31) - 1),
+    ("2**53-1", 2**53 - 1, float(2**53 - 1), 2**53 - 1),
     ("2**53+1", bigint(2**53 + 1), 2**53 + 1, bigint(2**53 + 1)),
     ("2**63-1", bigint(2**63 - 1), 2**63 - 1, bigint(2**63 - 1)),
     ("-2**63", bigint(-(2**63)), -(2**63), bigint(-(2**63))),
@@ -345,6 +355,7 @@ def test_node_exit_fails_in_flight_calls_at_once(node_peer):
         async with spawn_node(node_peer) as worker:
             started = time.monotonic()
             slow = [asyncio.ensure_future(worker.acall.slow(60_000, timeout=60)) for _ in range(5)]
+            assert await worker.acall.add(1, 1) == 2  # answered after the slow calls arrived: they are in flight
             crash = asyncio.ensure_future(worker.acall.crash(timeout=60))
             outcomes = await asyncio.gather(*slow, crash, return_exceptions=True)
             return outcomes, time.monotonic() - started
