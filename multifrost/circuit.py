@@ -14,7 +14,9 @@ class CircuitBreaker:
     """Opens after ``threshold`` failures in a row; after ``reset_timeout`` s lets one trial through.
 
     Thread-safe. A failure is a crash, a failed (re)start, or a run of missed heartbeats;
-    a slow call that times out is not the worker's failure and does not count.
+    a slow call that times out is not the worker's failure and does not count. Any answer
+    (a call's reply, a heartbeat echo) ends a run of failures. ``failures`` may be read
+    without the lock, as a cheap "is there anything to reset" check on the call path.
     """
 
     def __init__(self, threshold: int, reset_timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -24,7 +26,7 @@ class CircuitBreaker:
         self.reset_timeout = reset_timeout
         self._clock = clock
         self._lock = threading.Lock()
-        self._failures = 0
+        self.failures = 0  # failures in a row
         self._opened_at: float | None = None
         self._trial = False
 
@@ -55,15 +57,15 @@ class CircuitBreaker:
         """A call or heartbeat succeeded: the failure run ends; a trial closes the circuit."""
         with self._lock:
             if self._opened_at is None or self._trial:
-                self._failures = 0
+                self.failures = 0
                 self._opened_at = None
                 self._trial = False
 
     def record_failure(self) -> None:
         """A failure: count it; at the threshold, or when a trial fails, open the circuit."""
         with self._lock:
-            self._failures += 1
-            if self._trial or self._failures >= self.threshold:
+            self.failures += 1
+            if self._trial or self.failures >= self.threshold:
                 self._opened_at = self._clock()
                 self._trial = False
 
@@ -75,13 +77,13 @@ class CircuitBreaker:
     def trip(self) -> None:
         """Open the circuit now."""
         with self._lock:
-            self._failures = max(self._failures, self.threshold)
+            self.failures = max(self.failures, self.threshold)
             self._opened_at = self._clock()
             self._trial = False
 
     def reset(self) -> None:
         """Close the circuit (a manual restart)."""
         with self._lock:
-            self._failures = 0
+            self.failures = 0
             self._opened_at = None
             self._trial = False

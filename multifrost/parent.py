@@ -168,7 +168,7 @@ class ParentWorker:
 
     def _finish(self, reply: protocol.Message, started: float, permit: str) -> Any:
         self.metrics.call_finished(time.perf_counter() - started, "ok" if reply.type == protocol.RESPONSE else "error")
-        if permit == "trial":
+        if permit == "trial" or self._breaker.failures:
             self._breaker.record_success()
         if reply.type == protocol.RESPONSE:
             return reply.result
@@ -213,9 +213,10 @@ class ParentWorker:
         started = time.perf_counter()
         self.metrics.call_started()
         try:
-            if not self._ready.is_set():
-                self._wait_ready(timeout, permit)
-            reply = self._channel.request(msg_id, payload, timeout, self._what(function))
+            channel = self._channel
+            if channel is None or not self._ready.is_set():
+                channel, timeout = self._wait_ready(timeout, permit)
+            reply = channel.request(msg_id, payload, timeout, self._what(function))
         except BaseException as exc:
             self._failed(exc, started, permit)
             raise
@@ -309,23 +310,32 @@ class ParentWorker:
                                    f"start_timeout={self._options.start_timeout} s", stderr_tail=tail)
 
     def _up(self) -> None:
+        """The worker answered its start heartbeat. The breaker's run of failures goes on until
+        a call or a heartbeat is answered, so that a child that dies soon after every start
+        still opens the circuit instead of being restarted forever."""
         self._down = None
         self._healthy = True
         self._misses = 0
-        self._breaker.record_success()
         self.metrics.circuit_state = self._breaker.state
 
-    def _wait_ready(self, timeout: float | None, permit: str) -> None:
-        """The worker is down or restarting: wait for it within the call's timeout."""
-        if permit == "trial" and self._down is not None:
+    def _wait_ready(self, timeout: float | None, permit: str) -> tuple[SyncChannel, float | None]:
+        """The worker is down or restarting: wait for it within the call's timeout.
+
+        Returns the channel to use and what is left of the timeout.
+        """
+        if permit == "trial" and self._down is not None and not self._closing:
             self._restart_requested = self._restarting = True
             os.write(self._wake_w, b"x")
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._ready.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))):
+        while True:
+            channel = self._channel
+            if channel is not None and self._ready.is_set():
+                return channel, None if deadline is None else max(0.0, deadline - time.monotonic())
             if self._closing or (self._down is not None and not self._restarting):
                 raise self._down or TransportClosed(f"{self._target.describe()} was closed")
             if deadline is not None and time.monotonic() >= deadline:
                 raise CallTimeoutError(f"{self._target.describe()} did not come back within the timeout")
+            self._ready.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
 
     def _teardown(self, reason: MultifrostError, shutdown: bool = False) -> None:
         """Fail calls in flight with ``reason`` and release the channel and the process."""

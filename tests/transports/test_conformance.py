@@ -305,9 +305,8 @@ def test_writable_reports_room_after_a_refused_send(ends):
     assert parent.send_nowait(b"after")
 
 
+@pytest.mark.parametrize("backend", ["tcp", "ipc", "memory"])  # ZeroMQ inproc connections do not reconnect
 def test_reconnect_after_the_bound_child_restarts(ends):
-    if ends.backend == "inproc":
-        pytest.skip("ZeroMQ inproc connections do not reconnect")
     child = ends.child(ends.address(), bind=True)
     endpoint = child.endpoint
     parent = ends.parent(endpoint, bind=False)
@@ -335,9 +334,8 @@ def test_reconnect_after_the_bound_child_restarts(ends):
     assert parent.recv_blocking(timeout=DEADLINE) == b"welcome back"
 
 
+@pytest.mark.parametrize("backend", ["tcp"])
 def test_tcp_port_zero_reports_the_real_port(ends):
-    if ends.backend != "tcp":
-        pytest.skip("tcp only")
     child = ends.child("tcp://127.0.0.1:0", bind=True)
     match = re.fullmatch(r"tcp://127\.0\.0\.1:(\d+)", child.endpoint)
     assert match and 0 < int(match.group(1)) <= 65535
@@ -346,9 +344,8 @@ def test_tcp_port_zero_reports_the_real_port(ends):
     assert child.recv_blocking(timeout=DEADLINE)[1] == b"found you"
 
 
+@pytest.mark.parametrize("backend", ["tcp", "ipc", "memory"])  # ZeroMQ does not enforce MAXMSGSIZE on inproc
 def test_oversized_message_is_not_delivered_and_the_next_one_is(ends):
-    if ends.backend == "inproc":
-        pytest.skip("ZeroMQ does not enforce MAXMSGSIZE on inproc")
     child = ends.child(ends.address(), bind=True, max_message_size=1000)
     parent = ends.parent(child.endpoint, bind=False)
     parent.send_blocking(b"small", timeout=DEADLINE)
