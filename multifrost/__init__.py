@@ -18,9 +18,10 @@ __version__ = "0.1.0"
 
 from .child import ChildWorker
 from .parent import ParentWorker
+from .pool import WorkerPool
 
 __all__ = [
     "CallTimeoutError", "ChildWorker", "CircuitOpenError", "MultifrostError", "ParentWorker", "PayloadError",
     "ProtocolError", "RegistryError", "RemoteCallError", "ServiceNotFoundError", "TransportClosed",
-    "TransportError", "WorkerCrashedError", "WorkerStartError",
+    "TransportError", "WorkerCrashedError", "WorkerPool", "WorkerStartError",
 ]

@@ -94,6 +94,35 @@ class _Waiter:
         return self.message
 
 
+class SignallingWaiter(_Waiter):
+    """A waiter for a thread that is not waiting on it (the sync supervisor's heartbeat): when
+    its outcome arrives it notes the time and writes a byte to ``fd`` to wake that thread.
+
+    ``done`` is a property here only, so ordinary calls pay nothing for it.
+    """
+
+    __slots__ = ("fd", "arrived")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.arrived: float | None = None
+        super().__init__()
+
+    @property
+    def done(self) -> bool:
+        return _Waiter.done.__get__(self)
+
+    @done.setter
+    def done(self, value: bool) -> None:
+        _Waiter.done.__set__(self, value)
+        if value:
+            self.arrived = time.time()
+            try:
+                os.write(self.fd, b"x")
+            except OSError:
+                pass
+
+
 class SyncChannel(_Channel):
     """Blocking calls from any number of threads; the first waiting thread leads the I/O."""
 
@@ -109,16 +138,17 @@ class SyncChannel(_Channel):
         self._poller.register(end.fileno(), select.POLLIN)
         self._poller.register(self._wake_r, select.POLLIN)
 
-    def submit(self, msg_id: str, payload: bytes) -> tuple[_Waiter, bool]:
+    def submit(self, msg_id: str, payload: bytes, waiter_factory: Callable[[], _Waiter] = _Waiter,
+               ) -> tuple[_Waiter, bool]:
         """Register a request and try to send it; returns its waiter and whether it went out."""
-        waiter = _Waiter()
+        waiter = waiter_factory()
         outputs: list = []
         with self._lock:
             if self._failure is not None:
                 raise self._failure
             self._pending[msg_id] = waiter
             sent = self.end.send_nowait(payload)
-            self._drain_locked(outputs)
+            self._drain_aside_locked(outputs)
         self._hand_out(outputs)
         return waiter, sent
 
@@ -151,7 +181,7 @@ class SyncChannel(_Channel):
                 if waiter.done:
                     return
                 sent = self.end.send_nowait(payload)
-                self._drain_locked(outputs)
+                self._drain_aside_locked(outputs)
             self._hand_out(outputs)
             if sent:
                 return
@@ -217,17 +247,27 @@ class SyncChannel(_Channel):
                 follower.wake.release()
                 return
 
-    def _drain_locked(self, outputs: list) -> None:
+    def _drain_locked(self, outputs: list) -> bool:
+        """Read and route every message waiting; True when there was any."""
         if self._failure is not None:
-            return  # the channel is finished; its end may be closed already
+            return False  # the channel is finished; its end may be closed already
         recv = self.end.recv_nowait
+        got = False
         while True:
             payload = recv()
             if payload is None:
-                return
+                return got
+            got = True
             message = self._decode(payload)
             if message is not None:
                 self._deliver(message, outputs)
+
+    def _drain_aside_locked(self, outputs: list) -> None:
+        """Drain from a thread that is not the leader. The leader sleeps in poll(), not on its
+        waiter's lock, and this read may have taken its reply (and the socket's edge-triggered
+        wake-up with it): wake it so that it looks."""
+        if self._drain_locked(outputs) and self._leading:
+            self.interrupt()
 
     def _resolve(self, waiter: _Waiter, message: protocol.Message) -> None:
         waiter.message = message
@@ -255,12 +295,15 @@ class SyncChannel(_Channel):
             poller.register(end_fd, select.POLLIN)
         ready = {fd for fd, _ in poller.poll(_ms(timeout))}
         if watch_end and end_fd in ready:
-            outputs: list = []
-            with self._lock:
-                if not self._leading:
-                    self._drain_locked(outputs)
-            self._hand_out(outputs)
+            self.drain()
         return ready & set(fds)
+
+    def drain(self) -> None:
+        """Hand out every message waiting on the socket now, whether or not a caller leads."""
+        outputs: list = []
+        with self._lock:
+            self._drain_aside_locked(outputs)
+        self._hand_out(outputs)
 
     def fail_all(self, error: MultifrostError, *, final: bool = False) -> None:
         """Fail every call in flight with ``error`` (crash, close); ``final`` fails later calls too."""
@@ -281,7 +324,8 @@ class SyncChannel(_Channel):
             pass
 
     def close(self) -> None:
-        self.fail_all(TransportClosed("the worker was closed"), final=True)
+        """Release the channel; later calls fail with why it ended (a crash, say), else TransportClosed."""
+        self.fail_all(self._failure or TransportClosed("the worker was closed"), final=True)
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -360,7 +404,7 @@ class AsyncChannel(_Channel):
 
     def close(self) -> None:
         self._loop.remove_reader(self._fd)
-        self.fail_all(TransportClosed("the worker was closed"), final=True)
+        self.fail_all(self._failure or TransportClosed("the worker was closed"), final=True)
 
 
 def _expire(future: asyncio.Future, what: str) -> None:

@@ -66,7 +66,8 @@ class ChildWorker:
         self._watch_stop = threading.Event()
         self._draining = False
         self._tasks: set[asyncio.Task] = set()
-        self._pool_calls: set[Future] = set()
+        self._pool_calls: dict[Future, tuple[bytes, str]] = {}  # -> (peer, msg_id)
+        self._stuck_calls = 0  # plain calls still running when serve() returned
         self._pool: ThreadPoolExecutor | None = None
         self._backlog: list[tuple[bytes, bytes]] = []
         self._early_output: deque[bytes] = deque(maxlen=1000)
@@ -135,8 +136,7 @@ class ChildWorker:
             watchdog.join()
             if watcher is not None:
                 watcher.cancel()
-            for task in list(self._tasks):
-                task.cancel()
+            await self._abandon_in_flight()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._end = None
 
@@ -151,10 +151,27 @@ class ChildWorker:
             loop.call_soon_threadsafe(stopping.set)
 
     async def _finish_in_flight(self) -> None:
-        """Give calls in flight up to ``shutdown_grace`` seconds to answer."""
+        """Give calls in flight up to ``shutdown_grace`` seconds to answer (new calls are refused meanwhile)."""
         pending = list(self._tasks) + [asyncio.wrap_future(f) for f in list(self._pool_calls)]
         if pending:
+            log.info("stopping: waiting up to %s s for %d call(s) in flight", self.shutdown_grace, len(pending))
             await asyncio.wait(pending, timeout=self.shutdown_grace)
+
+    async def _abandon_in_flight(self) -> None:
+        """Answer the calls still running after the grace with an error, so that no caller waits for nothing."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()  # _run_async answers the caller
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        stuck = [(peer, msg_id) for future, (peer, msg_id) in list(self._pool_calls.items()) if not future.done()]
+        for peer, msg_id in stuck:
+            self._reply_error(peer, msg_id, f"Worker stopped before the call finished "
+                                            f"(shutdown grace of {self.shutdown_grace} s passed)")
+        self._stuck_calls = len(stuck)
+        if stuck or tasks:
+            log.warning("stopping: %d call(s) did not finish within the grace and were answered with an error",
+                        len(stuck) + len(tasks))
 
     async def _watch_parent(self, parent_pid: int) -> None:
         """Spawn mode: stop when the parent process is gone (we were re-parented)."""
@@ -216,21 +233,24 @@ class ChildWorker:
             self._handle(peer, payload, on_loop=True, inline=i == last)
 
     def _handle(self, peer: bytes, payload: bytes, *, on_loop: bool, inline: bool = True) -> None:
+        """Dispatch one message. Nothing a peer sends may stop the loop (or the watchdog):
+        whatever fails here drops that message with one log line."""
         try:
             message = protocol.parse(unpack_message(payload))
+            kind = message.type
+            if kind == protocol.CALL:
+                self._on_call(peer, message, on_loop, inline)
+            elif kind == protocol.HEARTBEAT:
+                self._send(peer, pack_message(protocol.heartbeat_echo(message)))
+            elif kind == protocol.SHUTDOWN:
+                log.info("shutdown requested by peer %s", peer.hex())
+                self.stop()
+            else:
+                log.debug("ignored a %s message", kind)
         except ProtocolError as exc:
             log.warning("dropped a message from peer %s: %s", peer.hex(), exc)
-            return
-        kind = message.type
-        if kind == protocol.CALL:
-            self._on_call(peer, message, on_loop, inline)
-        elif kind == protocol.HEARTBEAT:
-            self._send(peer, pack_message(protocol.heartbeat_echo(message)))
-        elif kind == protocol.SHUTDOWN:
-            log.info("shutdown requested by peer %s", peer.hex())
-            self.stop()
-        else:
-            log.debug("ignored a %s message", kind)
+        except Exception as exc:  # e.g. a heartbeat whose metadata cannot be echoed
+            log.warning("dropped a message from peer %s: %s: %s", peer.hex(), type(exc).__name__, exc)
 
     def _on_call(self, peer: bytes, message: protocol.Message, on_loop: bool, inline: bool) -> None:
         if message.namespace != self.namespace:
@@ -264,8 +284,8 @@ class ChildWorker:
             self._run_inline(peer, msg_id, fn, args)
         else:
             future = self._pool.submit(self._run_in_pool, peer, msg_id, fn, args)
-            self._pool_calls.add(future)
-            future.add_done_callback(self._pool_calls.discard)
+            self._pool_calls[future] = (peer, msg_id)
+            future.add_done_callback(self._pool_calls.pop)
 
     # -- answering -------------------------------------------------------------------------
 

@@ -8,21 +8,25 @@ output and crash handling; the async API does everything on the caller's event l
 from __future__ import annotations
 
 import asyncio
+import atexit
+import itertools
 import logging
 import os
+import signal
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import protocol
-from .channel import AsyncChannel, SyncChannel, _read_all
-from .circuit import CircuitBreaker
+from .channel import AsyncChannel, SignallingWaiter, SyncChannel, _read_all
+from .circuit import CLOSED, CircuitBreaker
 from .codec import Limits, pack_message
 from .errors import (CallTimeoutError, CircuitOpenError, MultifrostError, RemoteCallError,
                      TransportClosed, WorkerCrashedError, WorkerStartError)
 from .metrics import Metrics
-from .process import ChildProcess
+from .process import ChildProcess, stop_processes
 from .proxy import CallProxy
 from .targets import ConnectTarget, InprocessTarget, SpawnTarget
 
@@ -61,12 +65,17 @@ class ParentWorker:
         self._channel: SyncChannel | AsyncChannel | None = None
         self._process: ChildProcess | None = None
         self._down: MultifrostError | None = None  # why the worker is not running, when it is not
-        self._breaker = CircuitBreaker(max(1, options.max_restart_attempts), options.circuit_reset_timeout)
+        # Failures in a row that open the circuit: with auto_restart, a crash and then
+        # max_restart_attempts failed restarts (or restarted children that die before answering).
+        threshold = max(1, options.max_restart_attempts) + (1 if options.auto_restart else 0)
+        self._breaker = CircuitBreaker(threshold, options.circuit_reset_timeout)
         self._misses = 0
         self._healthy = False
         self.metrics = Metrics()
         self._restart_requested = False
         self._restarting = False
+        self._exiting = False  # this process is exiting (signal, atexit): never restart the child
+        self._live_key: int | None = None
         # sync API
         self._ready = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -133,6 +142,11 @@ class ParentWorker:
                 and self._breaker.state == "closed")
 
     @property
+    def circuit_state(self) -> str:
+        """``"closed"``, ``"open"`` (calls fail at once) or ``"half_open"`` (the next call is the trial)."""
+        return self._breaker.state
+
+    @property
     def circuit_open(self) -> bool:
         """True while the circuit breaker fails calls at once (open or half-open)."""
         return self._breaker.state != "closed"
@@ -193,6 +207,7 @@ class ParentWorker:
     def start(self) -> "ParentWorker":
         """Start (or connect to) the worker; returns once it answers. Raises WorkerStartError."""
         self._claim("sync")
+        self._live_key = _track(self)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         try:
@@ -232,14 +247,26 @@ class ParentWorker:
         return self._heartbeat_rtt(reply)
 
     def restart(self) -> None:
-        """Stop the child and start it again (spawn mode); closes the circuit."""
+        """Stop the child and start it again (spawn mode); closes the circuit.
+
+        Raises WorkerStartError (and leaves the worker down) when the new child does not start.
+        """
         if self._mode != "sync":
             self._wrong_mode("restart", "start()")
+        if self._closing:
+            raise TransportClosed(f"{self._target.describe()} was closed")
         self._breaker.reset()
+        self.metrics.circuit_state = self._breaker.state
         with self._state_lock:
             self._ready.clear()
             self._teardown(WorkerCrashedError(f"{self._target.describe()} is being restarted"))
-            self._establish()
+            try:
+                self._establish()
+            except BaseException as exc:
+                self._down = exc if isinstance(exc, MultifrostError) else WorkerStartError(str(exc))
+                self._healthy = False
+                self._teardown(self._down)
+                raise
 
     def close(self) -> None:
         """Stop heartbeats, shut the child down (spawn) and release everything; idempotent."""
@@ -261,6 +288,7 @@ class ParentWorker:
                 os.close(fd)
         self._wake_r = self._wake_w = -1
         self._ready.clear()
+        _live.pop(self._live_key, None)
 
     def __enter__(self) -> "ParentWorker":
         return self.start()
@@ -375,7 +403,7 @@ class ParentWorker:
                 if process.stderr_fd in ready:
                     process.read_stderr()
                 if process.exit_fd in ready:
-                    channel.poll_idle(0, [])  # output the child sent just before it exited
+                    channel.drain()  # replies and output the child sent just before it exited
                     self._on_exit(process)
             if self._restart_requested:
                 self._restart_requested = False
@@ -385,22 +413,32 @@ class ParentWorker:
 
     def _on_exit(self, process: ChildProcess) -> None:
         """The child exited on its own: fail calls in flight now, then restart if asked to."""
-        error = WorkerCrashedError(
-            f"{self._target.describe()} {process.describe_exit()}; calls in flight failed",
-            exit_code=process.returncode, stderr_tail=process.stderr_tail())
+        error = self._crash_error(process)
         with self._state_lock:
             if process is not self._process:
                 return  # a restart() replaced it meanwhile
             log.warning("%s", error)
             self._ready.clear()
-            self._restarting = self._options.auto_restart and not self._closing
-            self._down = error
-            self._healthy = False
+            restart = self._crashed(error)
             self._teardown(error)
+        if restart:
+            self._restart_loop(self._options.max_restart_attempts)
+
+    def _crash_error(self, process: ChildProcess) -> WorkerCrashedError:
+        return WorkerCrashedError(f"{self._target.describe()} {process.describe_exit()}; calls in flight failed",
+                                  exit_code=process.returncode, stderr_tail=process.stderr_tail())
+
+    def _crashed(self, error: WorkerCrashedError) -> bool:
+        """Record a crash (one failure for the breaker); returns whether to restart the child."""
+        self._down = error
+        self._healthy = False
         self._breaker.record_failure()
         self.metrics.circuit_state = self._breaker.state
-        if self._options.auto_restart and not self._closing:
-            self._restart_loop(self._options.max_restart_attempts)
+        self._restarting = (self._options.auto_restart and not self._closing and not self._exiting
+                            and self._breaker.state == CLOSED)
+        if self._options.auto_restart and not self._restarting and not self._closing:
+            log.warning("%s: not restarting it, the circuit breaker is open", self._target.describe())
+        return self._restarting
 
     def _reconnect_if_moved(self) -> None:
         """Connect mode: the service stopped answering; if it is gone or moved, find it again."""
@@ -422,7 +460,8 @@ class ParentWorker:
         self._restart_loop(self._options.max_restart_attempts)
 
     def _restart_loop(self, attempts: int) -> None:
-        """Start the child again, backing off exponentially; after ``attempts`` failures the circuit opens."""
+        """Start the child again, backing off exponentially; after ``attempts`` failed starts
+        in a row the circuit opens (and calls waiting for the worker fail at once)."""
         self._restarting = True
         try:
             self._restart_attempts(attempts)
@@ -430,16 +469,13 @@ class ParentWorker:
             self._restarting = False
 
     def _restart_attempts(self, attempts: int) -> None:
-        delay = _BACKOFF_START
-        for _ in range(attempts):
-            if self._closing:
-                return
-            if _sleep_on(self._wake_r, delay) and self._closing:
+        for delay in _backoff_delays(attempts):
+            if not self._backoff(delay):
                 return
             try:
                 with self._state_lock:
-                    if self._closing:
-                        return
+                    if self._closing or self._exiting or self._down is None:
+                        return  # closed, or a restart() brought the worker back meanwhile
                     self._establish()
                 self.metrics.restarts += 1
                 log.info("%s restarted", self._target.describe())
@@ -449,17 +485,39 @@ class ParentWorker:
                 with self._state_lock:
                     self._down = exc
                     self._teardown(exc)
-                self._breaker.record_failure()
-                self.metrics.circuit_state = self._breaker.state
-            delay = min(delay * 2, _BACKOFF_CAP)
+                if self._restart_failed():
+                    break
+        self._gave_up(attempts)
+
+    def _restart_failed(self) -> bool:
+        """Count a failed restart; True when the circuit opened (stop trying)."""
+        self._breaker.record_failure()
+        self.metrics.circuit_state = self._breaker.state
+        return self._breaker.state != CLOSED
+
+    def _gave_up(self, attempts: int) -> None:
+        log.warning("%s: restarts failed (up to %d in a row); the circuit breaker opens",
+                    self._target.describe(), attempts)
         self._breaker.trip()
         self.metrics.circuit_state = self._breaker.state
+
+    def _backoff(self, delay: float) -> bool:
+        """Sleep ``delay`` s unless the worker is closed meanwhile; False when it was."""
+        deadline = time.monotonic() + delay
+        while not (self._closing or self._exiting):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            if _sleep_on(self._wake_r, remaining):
+                _read_all(self._wake_r)
+        return False
 
     # -- async API -------------------------------------------------------------------------
 
     async def astart(self) -> "ParentWorker":
         """Start (or connect to) the worker on the running loop; returns once it answers."""
         self._claim("async")
+        self._live_key = _track(self)
         self._loop = asyncio.get_running_loop()
         self._aready = asyncio.Event()
         try:
@@ -481,7 +539,7 @@ class ParentWorker:
         self.metrics.call_started()
         try:
             if not self._aready.is_set():
-                await self._await_ready(timeout, permit)
+                timeout = await self._await_ready(timeout, permit)
             reply = await self._channel.request(msg_id, payload, timeout, self._what(function))
         except BaseException as exc:
             self._failed(exc, started, permit)
@@ -499,13 +557,25 @@ class ParentWorker:
         return self._heartbeat_rtt(reply)
 
     async def arestart(self) -> None:
-        """Stop the child and start it again (spawn mode); closes the circuit."""
+        """Stop the child and start it again (spawn mode); closes the circuit.
+
+        Raises WorkerStartError (and leaves the worker down) when the new child does not start.
+        """
         if self._mode != "async":
             self._wrong_mode("arestart", "astart()")
+        if self._closing:
+            raise TransportClosed(f"{self._target.describe()} was closed")
         self._breaker.reset()
+        self.metrics.circuit_state = self._breaker.state
         self._aready.clear()
         await self._ateardown(WorkerCrashedError(f"{self._target.describe()} is being restarted"))
-        await self._aestablish()
+        try:
+            await self._aestablish()
+        except BaseException as exc:
+            self._down = exc if isinstance(exc, MultifrostError) else WorkerStartError(str(exc))
+            self._healthy = False
+            await self._ateardown(self._down)
+            raise
 
     async def aclose(self) -> None:
         """Stop heartbeats, shut the child down (spawn) and release everything; idempotent."""
@@ -526,6 +596,7 @@ class ParentWorker:
             self._target.close()
         if self._aready is not None:
             self._aready.clear()
+        _live.pop(self._live_key, None)
 
     async def __aenter__(self) -> "ParentWorker":
         return await self.astart()
@@ -557,9 +628,9 @@ class ParentWorker:
         self._up()
         self._aready.set()
 
-    async def _await_ready(self, timeout: float | None, permit: str) -> None:
-        """The worker is down or restarting: wait for it within the call's timeout."""
-        if permit == "trial" and self._down is not None:
+    async def _await_ready(self, timeout: float | None, permit: str) -> float | None:
+        """The worker is down or restarting: wait for it within the call's timeout; returns what is left of it."""
+        if permit == "trial" and self._down is not None and not self._closing:
             self._restarting = True
             self._spawn_task(self._arestart_loop(1))
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -573,6 +644,7 @@ class ParentWorker:
                 await asyncio.wait_for(self._aready.wait(), slice_)
             except asyncio.TimeoutError:
                 pass
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     async def _ateardown(self, reason: MultifrostError, shutdown: bool = False) -> None:
         channel, process = self._channel, self._process
@@ -597,25 +669,22 @@ class ParentWorker:
         process.close()
 
     def _aon_exit(self, process: ChildProcess) -> None:
+        """The child exited on its own (exit fd reader): fail calls in flight now, restart if asked to."""
         self._loop.remove_reader(process.exit_fd)
         self._loop.remove_reader(process.stderr_fd)
         if process is not self._process or self._closing:
             return
-        error = WorkerCrashedError(
-            f"{self._target.describe()} {process.describe_exit()}; calls in flight failed",
-            exit_code=process.returncode, stderr_tail=process.stderr_tail())
+        self._channel.drain()  # replies and output the child sent just before it exited
+        error = self._crash_error(process)
         log.warning("%s", error)
         self._aready.clear()
-        self._down = error
-        self._healthy = False
-        self._breaker.record_failure()
-        self.metrics.circuit_state = self._breaker.state
-        self._spawn_task(self._aafter_exit(error))
+        restart = self._crashed(error)
+        self._channel.fail_all(error, final=True)
+        self._spawn_task(self._aafter_exit(error, restart))
 
-    async def _aafter_exit(self, error: MultifrostError) -> None:
-        self._restarting = self._options.auto_restart
+    async def _aafter_exit(self, error: MultifrostError, restart: bool) -> None:
         await self._ateardown(error)
-        if self._options.auto_restart and not self._closing:
+        if restart and not self._closing:
             await self._arestart_loop(self._options.max_restart_attempts)
 
     async def _areconnect_if_moved(self) -> None:
@@ -644,11 +713,10 @@ class ParentWorker:
             self._restarting = False
 
     async def _arestart_attempts(self, attempts: int) -> None:
-        delay = _BACKOFF_START
-        for _ in range(attempts):
+        for delay in _backoff_delays(attempts):
             await asyncio.sleep(delay)
-            if self._closing:
-                return
+            if self._closing or self._exiting or self._down is None:
+                return  # closed, or an arestart() brought the worker back meanwhile
             try:
                 await self._aestablish()
                 self.metrics.restarts += 1
@@ -658,11 +726,9 @@ class ParentWorker:
                 log.warning("restart of %s failed: %s", self._target.describe(), exc)
                 self._down = exc
                 await self._ateardown(exc)
-                self._breaker.record_failure()
-                self.metrics.circuit_state = self._breaker.state
-            delay = min(delay * 2, _BACKOFF_CAP)
-        self._breaker.trip()
-        self.metrics.circuit_state = self._breaker.state
+                if self._restart_failed():
+                    break
+        self._gave_up(attempts)
 
     async def _aheartbeats(self) -> None:
         options = self._options
@@ -686,9 +752,10 @@ class ParentWorker:
 
     # -- heartbeats and output (shared) -----------------------------------------------------
 
-    def _heartbeat_rtt(self, reply: protocol.Message) -> float:
+    def _heartbeat_rtt(self, reply: protocol.Message, arrived: float | None = None) -> float:
+        """An echo came back (at ``arrived``, default now): note the RTT; the worker is healthy."""
         sent = reply.hb_timestamp
-        rtt = max(0.0, (time.time() - sent) * 1000) if sent is not None else 0.0
+        rtt = max(0.0, ((arrived or time.time()) - sent) * 1000) if sent is not None else 0.0
         self.metrics.heartbeat(rtt)
         if self._misses >= self._options.heartbeat_max_misses:
             log.info("%s answers heartbeats again", self._target.describe())
@@ -745,7 +812,7 @@ class _HeartbeatClock:
         if self.waiter is not None:
             if self.waiter.done:
                 if self.waiter.error is None:
-                    worker._heartbeat_rtt(self.waiter.message)
+                    worker._heartbeat_rtt(self.waiter.message, self.waiter.arrived)
                 self.waiter = None
             elif now >= self.deadline:
                 channel.forget(self.msg_id)
@@ -757,11 +824,17 @@ class _HeartbeatClock:
             message = protocol.heartbeat()
             self.msg_id = message["id"]
             try:
-                self.waiter, _ = channel.submit(self.msg_id, pack_message(message))
+                self.waiter, _ = channel.submit(self.msg_id, pack_message(message),
+                                                lambda: SignallingWaiter(worker._wake_w))
             except MultifrostError:
                 return
             self.deadline = now + self.timeout
             self.next_at = now + self.interval
+
+
+def _backoff_delays(attempts: int) -> list[float]:
+    """Seconds to wait before each restart attempt: doubling from 0.1 s, capped at 5 s."""
+    return [min(_BACKOFF_START * 2.0 ** min(i, 32), _BACKOFF_CAP) for i in range(attempts)]
 
 
 def _sleep_on(fd: int, timeout: float) -> bool:
@@ -770,3 +843,74 @@ def _sleep_on(fd: int, timeout: float) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(max(0, int(timeout * 1000))))
+
+
+# -- process exit: children are stopped on SIGINT/SIGTERM and at interpreter exit ----------
+
+_live: dict[int, weakref.ref] = {}  # started, not yet closed workers
+_live_keys = itertools.count()
+_hooks_lock = threading.Lock()
+_atexit_installed = False
+_signals_installed = False
+_previous_handlers: dict[int, Any] = {}
+
+
+def _track(worker: ParentWorker) -> int:
+    """Note a started worker so that its child is stopped when this process exits."""
+    key = next(_live_keys)
+    _live[key] = weakref.ref(worker, lambda _ref: _live.pop(key, None))
+    _install_exit_hooks()
+    return key
+
+
+def _install_exit_hooks() -> None:
+    """Once: an atexit hook; and, from the main thread only, SIGINT/SIGTERM handlers that
+    stop the children and then run the handler that was there before (chained, not replaced)."""
+    global _atexit_installed, _signals_installed
+    with _hooks_lock:
+        if not _atexit_installed:
+            atexit.register(_stop_live_children)
+            _atexit_installed = True
+        if _signals_installed or threading.current_thread() is not threading.main_thread():
+            return
+        _signals_installed = True
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
+            if previous is signal.SIG_IGN or previous is None:
+                continue  # ignored on purpose, or owned by code outside Python: leave it alone
+            try:
+                signal.signal(signum, _on_exit_signal)
+            except (ValueError, OSError) as exc:  # not the main interpreter, say
+                log.debug("cannot handle signal %d: %s", signum, exc)
+                continue
+            _previous_handlers[signum] = previous
+
+
+def _on_exit_signal(signum: int, frame) -> None:
+    """SIGINT/SIGTERM: stop every live worker's child, then do what the previous handler did."""
+    _stop_live_children()
+    previous = _previous_handlers.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
+    elif signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    else:  # SIG_DFL: die of the signal, as the process would have without us
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def _stop_live_children() -> None:
+    """The process is exiting: SIGTERM every live worker's child (SIGKILL after a grace) and
+    keep the workers from restarting them. Takes no lock a caller might hold."""
+    processes = []
+    for ref in list(_live.values()):
+        worker = ref()
+        if worker is None:
+            continue
+        worker._exiting = True
+        process = worker._process
+        if process is not None:
+            processes.append(process)
+    if processes:
+        log.info("stopping %d worker process(es): this process is exiting", len(processes))
+        stop_processes(processes, _CLOSE_GRACE)

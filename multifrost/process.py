@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 
 from .errors import WorkerStartError
@@ -14,6 +15,7 @@ from .errors import WorkerStartError
 log = logging.getLogger("multifrost.child_output")
 
 TAIL_LINES = 20
+_REAP_WAIT = 5.0  # seconds to wait for a SIGKILLed process to be reaped
 
 
 class ChildProcess:
@@ -107,14 +109,7 @@ class ChildProcess:
 
     def stop(self, grace: float) -> None:
         """End the process: SIGTERM to its session, wait ``grace`` s, then SIGKILL; reap it."""
-        if self._proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self._proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self._proc.wait()
-        self._signal(signal.SIGKILL)  # descendants left in the session
+        stop_processes([self], grace)
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the process to exit; True when it has."""
@@ -140,3 +135,22 @@ class ChildProcess:
                     os.close(fd)
                 except OSError:
                     pass
+
+
+def stop_processes(processes: list[ChildProcess], grace: float) -> None:
+    """End several processes at once: SIGTERM each session, give them ``grace`` s together,
+    SIGKILL what is left (and descendants left in the sessions), reap.
+
+    Every wait is bounded, so that this is safe from a signal handler.
+    """
+    running = [p for p in processes if p._proc.poll() is None]
+    for process in running:
+        process._signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in running:
+        process.wait(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        process._signal(signal.SIGKILL)
+    for process in running:
+        if not process.wait(_REAP_WAIT):
+            log.warning("process %d did not exit after SIGKILL", process.pid)

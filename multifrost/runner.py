@@ -75,7 +75,19 @@ def run_worker(worker) -> None:
     """Serve ``worker`` in this process until it is told to stop; see ChildWorker.run."""
     if worker.service_id is not None:
         _run_service(worker)
-        return
+    else:
+        _run_spawned(worker)
+    if worker._stuck_calls:
+        # Plain methods still blocked in pool threads would hold the interpreter's exit
+        # (it joins them) past the grace; their callers have been answered already.
+        log.warning("exiting with %d call(s) still running", worker._stuck_calls)
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(0)
+
+
+def _run_spawned(worker) -> None:
     endpoint = spawn_endpoint()
     if endpoint is None:
         fatal(f"not started by a parent: {PORT_ENV} or {ENDPOINT_ENV} must be set "

@@ -1,4 +1,6 @@
-"""Shared fixtures: every test must leave no child process, thread or descriptor behind."""
+"""Shared fixtures: every test must leave no child process, thread, descriptor or asyncio task behind."""
+import asyncio
+import asyncio.runners
 import os
 import sys
 import threading
@@ -7,8 +9,11 @@ import time
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 WORKERS = os.path.join(HERE, "workers")
 sys.path.insert(0, WORKERS)
+# Spawned workers must import the multifrost under test, not whatever copy is installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 
 
 def _children() -> set[int]:
@@ -60,6 +65,32 @@ def no_leaks(request, zmq_context):
     assert not left_children, f"child processes left running: {left_children}"
     assert not left_threads, f"threads left running: {left_threads}"
     assert _fds() <= fds + 2, f"file descriptors leaked: {fds} before, {_fds()} after"
+
+
+@pytest.fixture(autouse=True)
+def no_pending_tasks(request, monkeypatch):
+    """Fail a test when an event loop is closed, or asyncio.run() returns, with tasks still pending
+    (asyncio.run would cancel them silently): what aclose() and serve() start they must also end."""
+    left = []
+    cancel_all, close = asyncio.runners._cancel_all_tasks, asyncio.BaseEventLoop.close
+
+    def pending(loop):
+        left.extend(repr(t) for t in asyncio.all_tasks(loop) if not t.done())
+
+    def checked_cancel_all(loop):
+        pending(loop)
+        cancel_all(loop)
+
+    def checked_close(loop):
+        if not loop.is_closed():
+            pending(loop)
+        close(loop)
+
+    monkeypatch.setattr(asyncio.runners, "_cancel_all_tasks", checked_cancel_all)
+    monkeypatch.setattr(asyncio.BaseEventLoop, "close", checked_close)
+    yield
+    if not request.node.get_closest_marker("allow_leaks"):
+        assert not left, f"asyncio tasks left pending: {left}"
 
 
 def pytest_configure(config):
