@@ -25,7 +25,8 @@ from .circuit import CLOSED, CircuitBreaker
 from .codec import Limits, pack_message
 from .errors import (CallTimeoutError, CircuitOpenError, MultifrostError, RemoteCallError,
                      TransportClosed, WorkerCrashedError, WorkerStartError)
-from .metrics import Metrics
+from .logs import bind
+from .metrics import Metrics, NullMetrics
 from .process import ChildProcess, stop_processes
 from .proxy import CallProxy
 from .targets import ConnectTarget, InprocessTarget, SpawnTarget
@@ -52,6 +53,7 @@ class _Options:
     on_output: Callable[[str, str], None] | None = None
     client_name: str | None = None
     limits: Limits | None = None
+    metrics: bool = True
 
 
 class ParentWorker:
@@ -71,7 +73,8 @@ class ParentWorker:
         self._breaker = CircuitBreaker(threshold, options.circuit_reset_timeout)
         self._misses = 0
         self._healthy = False
-        self.metrics = Metrics()
+        self.metrics = Metrics() if options.metrics else NullMetrics()
+        self._log = bind(log, worker_id=target.name, service_id=getattr(target, "service_id", None))
         self._restart_requested = False
         self._restarting = False
         self._exiting = False  # this process is exiting (signal, atexit): never restart the child
@@ -96,11 +99,12 @@ class ParentWorker:
               auto_restart: bool = False, max_restart_attempts: int = 5, heartbeat_interval: float = 5.0,
               heartbeat_timeout: float = 3.0, heartbeat_max_misses: int = 3, start_timeout: float = 10.0,
               circuit_reset_timeout: float = 10.0, on_output: Callable[[str, str], None] | None = None,
-              client_name: str | None = None, limits: Limits | None = None) -> "ParentWorker":
+              client_name: str | None = None, limits: Limits | None = None,
+              metrics: bool = True) -> "ParentWorker":
         """A worker process running ``script`` (with ``executable``, default this Python)."""
         options = _Options(default_timeout, auto_restart, max_restart_attempts, heartbeat_interval,
                            heartbeat_timeout, heartbeat_max_misses, start_timeout, circuit_reset_timeout,
-                           on_output, client_name, limits)
+                           on_output, client_name, limits, metrics)
         return cls(SpawnTarget(script, executable, args, env, cwd, transport), options)
 
     @classmethod
@@ -108,19 +112,21 @@ class ParentWorker:
                 default_timeout: float | None = None, heartbeat_interval: float = 5.0,
                 heartbeat_timeout: float = 3.0, heartbeat_max_misses: int = 3,
                 circuit_reset_timeout: float = 10.0, on_output: Callable[[str, str], None] | None = None,
-                client_name: str | None = None, limits: Limits | None = None) -> "ParentWorker":
+                client_name: str | None = None, limits: Limits | None = None,
+                metrics: bool = True) -> "ParentWorker":
         """A running service registered as ``service_id``; ``timeout`` bounds discovery."""
         options = _Options(default_timeout, False, 5, heartbeat_interval, heartbeat_timeout,
-                           heartbeat_max_misses, timeout, circuit_reset_timeout, on_output, client_name, limits)
+                           heartbeat_max_misses, timeout, circuit_reset_timeout, on_output, client_name, limits,
+                           metrics)
         return cls(ConnectTarget(service_id, timeout, registry), options)
 
     @classmethod
     def inprocess(cls, worker, transport: str = "memory", *, default_timeout: float | None = None,
                   heartbeat_interval: float = 0.0, on_output: Callable[[str, str], None] | None = None,
-                  limits: Limits | None = None) -> "ParentWorker":
+                  limits: Limits | None = None, metrics: bool = True) -> "ParentWorker":
         """``worker`` (a ChildWorker object) served in this process: for unit tests of workers."""
         options = _Options(default_timeout=default_timeout, heartbeat_interval=heartbeat_interval,
-                           on_output=on_output, limits=limits)
+                           on_output=on_output, limits=limits, metrics=metrics)
         return cls(InprocessTarget(worker, transport), options)
 
     # -- properties ------------------------------------------------------------------------
@@ -417,7 +423,7 @@ class ParentWorker:
         with self._state_lock:
             if process is not self._process:
                 return  # a restart() replaced it meanwhile
-            log.warning("%s", error)
+            self._log.warning("%s", error, extra={"pid": process.pid, "exit_code": process.returncode})
             self._ready.clear()
             restart = self._crashed(error)
             self._teardown(error)
@@ -437,7 +443,7 @@ class ParentWorker:
         self._restarting = (self._options.auto_restart and not self._closing and not self._exiting
                             and self._breaker.state == CLOSED)
         if self._options.auto_restart and not self._restarting and not self._closing:
-            log.warning("%s: not restarting it, the circuit breaker is open", self._target.describe())
+            self._log.warning("%s: not restarting it, the circuit breaker is open", self._target.describe())
         return self._restarting
 
     def _reconnect_if_moved(self) -> None:
@@ -445,12 +451,12 @@ class ParentWorker:
         try:
             moved = self._target.moved()
         except MultifrostError as exc:
-            log.warning("cannot read the registry: %s", exc)
+            self._log.warning("cannot read the registry: %s", exc)
             return
         if not moved:
             return
         error = WorkerCrashedError(f"{self._target.describe()} went away; calls in flight failed, reconnecting")
-        log.warning("%s", error)
+        self._log.warning("%s", error)
         with self._state_lock:
             self._ready.clear()
             self._restarting = True
@@ -478,10 +484,10 @@ class ParentWorker:
                         return  # closed, or a restart() brought the worker back meanwhile
                     self._establish()
                 self.metrics.restarts += 1
-                log.info("%s restarted", self._target.describe())
+                self._log.info("%s restarted", self._target.describe(), extra={"pid": self.pid})
                 return
             except MultifrostError as exc:  # a failed start, or (connect mode) the service not found
-                log.warning("restart of %s failed: %s", self._target.describe(), exc)
+                self._log.warning("restart of %s failed: %s", self._target.describe(), exc)
                 with self._state_lock:
                     self._down = exc
                     self._teardown(exc)
@@ -496,7 +502,7 @@ class ParentWorker:
         return self._breaker.state != CLOSED
 
     def _gave_up(self, attempts: int) -> None:
-        log.warning("%s: restarts failed (up to %d in a row); the circuit breaker opens",
+        self._log.warning("%s: restarts failed (up to %d in a row); the circuit breaker opens",
                     self._target.describe(), attempts)
         self._breaker.trip()
         self.metrics.circuit_state = self._breaker.state
@@ -676,7 +682,7 @@ class ParentWorker:
             return
         self._channel.drain()  # replies and output the child sent just before it exited
         error = self._crash_error(process)
-        log.warning("%s", error)
+        self._log.warning("%s", error, extra={"pid": process.pid, "exit_code": process.returncode})
         self._aready.clear()
         restart = self._crashed(error)
         self._channel.fail_all(error, final=True)
@@ -692,12 +698,12 @@ class ParentWorker:
         try:
             moved = await asyncio.to_thread(self._target.moved)
         except MultifrostError as exc:
-            log.warning("cannot read the registry: %s", exc)
+            self._log.warning("cannot read the registry: %s", exc)
             return
         if not moved:
             return
         error = WorkerCrashedError(f"{self._target.describe()} went away; calls in flight failed, reconnecting")
-        log.warning("%s", error)
+        self._log.warning("%s", error)
         self._aready.clear()
         self._restarting = True
         self._down = error
@@ -720,10 +726,10 @@ class ParentWorker:
             try:
                 await self._aestablish()
                 self.metrics.restarts += 1
-                log.info("%s restarted", self._target.describe())
+                self._log.info("%s restarted", self._target.describe(), extra={"pid": self.pid})
                 return
             except MultifrostError as exc:  # a failed start, or (connect mode) the service not found
-                log.warning("restart of %s failed: %s", self._target.describe(), exc)
+                self._log.warning("restart of %s failed: %s", self._target.describe(), exc)
                 self._down = exc
                 await self._ateardown(exc)
                 if self._restart_failed():
@@ -758,7 +764,7 @@ class ParentWorker:
         rtt = max(0.0, ((arrived or time.time()) - sent) * 1000) if sent is not None else 0.0
         self.metrics.heartbeat(rtt)
         if self._misses >= self._options.heartbeat_max_misses:
-            log.info("%s answers heartbeats again", self._target.describe())
+            self._log.info("%s answers heartbeats again", self._target.describe())
         self._misses = 0
         self._healthy = True
         self._breaker.record_success()
@@ -768,7 +774,7 @@ class ParentWorker:
     def _heartbeat_missed(self) -> None:
         self._misses += 1
         if self._misses == self._options.heartbeat_max_misses:
-            log.warning("%s missed %d heartbeats in a row: unhealthy", self._target.describe(), self._misses)
+            self._log.warning("%s missed %d heartbeats in a row: unhealthy", self._target.describe(), self._misses)
             self._healthy = False
             self._breaker.record_failure()
             self.metrics.circuit_state = self._breaker.state

@@ -10,6 +10,7 @@ import signal
 import sys
 
 from . import protocol
+from . import transports
 from .transports import open_child_end
 
 log = logging.getLogger("multifrost.child")
@@ -17,6 +18,7 @@ log = logging.getLogger("multifrost.child")
 PORT_ENV = "COMLINK_ZMQ_PORT"
 ENDPOINT_ENV = "MULTIFROST_ENDPOINT"
 WORKER_MODE_ENV = "COMLINK_WORKER_MODE"
+FLUSH_LINGER = 1.0  # seconds the last replies may take to leave when the worker stops
 
 
 class OutputStream(io.TextIOBase):
@@ -73,10 +75,13 @@ def spawn_endpoint() -> str | None:
 
 def run_worker(worker) -> None:
     """Serve ``worker`` in this process until it is told to stop; see ChildWorker.run."""
-    if worker.service_id is not None:
-        _run_service(worker)
-    else:
-        _run_spawned(worker)
+    try:
+        if worker.service_id is not None:
+            _run_service(worker)
+        else:
+            _run_spawned(worker)
+    finally:
+        transports.shutdown()  # let the last replies leave before the process exits
     if worker._stuck_calls:
         # Plain methods still blocked in pool threads would hold the interpreter's exit
         # (it joins them) past the grace; their callers have been answered already.
@@ -104,7 +109,7 @@ def _run_spawned(worker) -> None:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         sys.stdout, sys.stderr = streams
-        end.close()
+        end.close(linger=FLUSH_LINGER)
 
 
 def _run_service(worker) -> None:
@@ -121,7 +126,7 @@ def _run_service(worker) -> None:
         finally:
             registry.unregister(worker.service_id)
     finally:
-        end.close()
+        end.close(linger=FLUSH_LINGER)
 
 
 def _serve(worker, end, parent_pid: int | None) -> None:

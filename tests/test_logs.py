@@ -62,3 +62,18 @@ def test_bind_by_logger_name():
     bound = bind("multifrost.parent", worker_id="x")
     assert bound.logger is logging.getLogger("multifrost.parent")
     assert bound.extra == {"worker_id": "x"}
+
+
+def test_crash_record_carries_worker_context(worker_script, caplog):
+    import logging
+    from multifrost import ParentWorker, WorkerCrashedError
+    caplog.set_level(logging.WARNING, logger="multifrost.parent")
+    with ParentWorker.spawn(worker_script) as worker:
+        pid = worker.pid
+        try:
+            worker.call.crash(5)
+        except WorkerCrashedError:
+            pass
+    records = [r for r in caplog.records if getattr(r, "exit_code", None) == 5]
+    assert records, caplog.text
+    assert records[0].pid == pid and records[0].worker_id == "math_worker.py"

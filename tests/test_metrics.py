@@ -136,3 +136,12 @@ def test_prometheus_text(worker):
     assert samples['multifrost_circuit_open{worker="math \\"1\\""}'] == 0
     assert "# TYPE multifrost_call_latency_seconds summary" in text
     assert not any("heartbeat_rtt_seconds{" in line for line in text.splitlines())  # no heartbeat yet
+
+
+def test_metrics_can_be_switched_off():
+    from math_worker import MathWorker
+    from multifrost import ParentWorker
+    with ParentWorker.inprocess(MathWorker(), metrics=False) as worker:
+        assert worker.call.add(1, 2) == 3
+        snapshot = worker.metrics.snapshot()
+    assert snapshot["enabled"] is False and snapshot["requests_total"] == 0

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from .base import ChildEnd, ParentEnd
 
-__all__ = ["Endpoint", "parse_endpoint", "open_parent_end", "open_child_end", "ParentEnd", "ChildEnd",
+__all__ = ["Endpoint", "parse_endpoint", "open_parent_end", "open_child_end", "shutdown", "ParentEnd", "ChildEnd",
            "DEFAULT_HWM", "DEFAULT_MAX_MESSAGE_SIZE"]
 
 DEFAULT_HWM = 1000
@@ -147,6 +147,14 @@ def open_parent_end(url: str, *, bind: bool, **options) -> ParentEnd:
     from .zeromq import ZmqParentEnd
 
     return ZmqParentEnd(endpoint, bind=bind, **resolved)
+
+
+def shutdown() -> None:
+    """Let queued messages of ends closed with a linger leave, then release ZeroMQ (if it was used)."""
+    import sys
+    zeromq = sys.modules.get(f"{__name__}.zeromq")
+    if zeromq is not None:
+        zeromq.shutdown()
 
 
 def open_child_end(url: str, *, bind: bool, **options) -> ChildEnd:

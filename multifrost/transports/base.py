@@ -104,8 +104,12 @@ class _End(ABC, Generic[T]):
         """A descriptor that turns readable when this end may have news (see the module doc)."""
 
     @abstractmethod
-    def close(self) -> None:
-        """Close the end; idempotent. Waiters in the helpers wake and raise TransportClosed."""
+    def close(self, linger: float = 0.0) -> None:
+        """Close the end; idempotent. Waiters in the helpers wake and raise TransportClosed.
+
+        ``linger``: seconds that messages still queued may take to leave (0: drop them);
+        they leave in the background, and ``transports.shutdown()`` waits for them.
+        """
 
     @property
     @abstractmethod

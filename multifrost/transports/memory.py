@@ -181,7 +181,7 @@ class _MemoryEnd:
             return True
         return False
 
-    def close(self) -> None:
+    def close(self, linger: float = 0.0) -> None:
         with self._lock:
             if self._closed:
                 return

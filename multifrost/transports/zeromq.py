@@ -84,6 +84,16 @@ def _shared_context() -> zmq.Context:
         return _context
 
 
+def shutdown() -> None:
+    """Terminate this process's context: blocks until messages closed ends left queued
+    (within their linger) have gone. Call it last, before the process exits."""
+    global _context
+    with _context_lock:
+        if _context is not None and _context_pid == os.getpid():
+            _context.term()
+        _context = None
+
+
 class _ZmqEnd:
     """Socket setup, bind/connect, fileno and close shared by both ZeroMQ ends."""
 
@@ -156,12 +166,12 @@ class _ZmqEnd:
         log.warning("%s: dropped a message of %d frame(s) (sizes %s); expected %s",
                     self.endpoint, len(frames), [len(f) for f in frames[:4]], expected)
 
-    def close(self) -> None:
+    def close(self, linger: float = 0.0) -> None:
         if self._closed:
             return
         self._closed = True
         self._wake_waiters()
-        self._sock.close(linger=0)
+        self._sock.close(linger=int(linger * 1000))
         if self._bound:
             _released[self.endpoint] = time.monotonic() + _RELEASE_GRACE
             if self.endpoint.startswith("ipc://"):
@@ -214,7 +224,13 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
             return False
         except _ZMQError as exc:
             raise self._error(exc) from exc
-        self._send(payload, _NOBLOCK)
+        try:
+            self._send(payload, _NOBLOCK)
+        except _Again:  # the pipe went away between the frames; libzmq dropped the partial message
+            self._send_refused = True
+            return False
+        except _ZMQError as exc:
+            raise self._error(exc) from exc
         self._send_refused = False
         return True
 
