@@ -2,6 +2,7 @@
 import asyncio
 import asyncio.runners
 import os
+import pathlib
 import sys
 import threading
 import time
@@ -46,6 +47,15 @@ def zmq_context():
     """Create the process-wide ZeroMQ context (and its descriptors) before any leak check counts."""
     from multifrost.transports import open_parent_end
     open_parent_end("tcp://127.0.0.1:0", bind=True).close()
+
+
+@pytest.fixture(autouse=True)
+def registry_path(tmp_path, monkeypatch) -> pathlib.Path:
+    """Every test gets its own registry file; the real home directory is never touched."""
+    path = tmp_path / "mf" / "services.json"
+    monkeypatch.setenv("MULTIFROST_REGISTRY", str(path))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -22,15 +22,6 @@ from multifrost.registry import FileRegistry
 PACKAGE_ROOT = str(Path(multifrost.__file__).resolve().parents[1])
 
 
-@pytest.fixture(autouse=True)
-def registry_path(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own registry file; the real home directory is never touched."""
-    path = tmp_path / "mf" / "services.json"
-    monkeypatch.setenv("MULTIFROST_REGISTRY", str(path))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return path
-
-
 def child_env(registry: Path | None = None) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
     if registry is not None:

@@ -19,13 +19,6 @@ cls(service_id=sys.argv[1]).run()
 """
 
 
-@pytest.fixture(autouse=True)
-def private_registry(tmp_path, monkeypatch):
-    path = tmp_path / "registry" / "services.json"
-    monkeypatch.setenv("MULTIFROST_REGISTRY", str(path))
-    return path
-
-
 @pytest.fixture
 def start_service(tmp_path):
     script = tmp_path / "service.py"
@@ -65,11 +58,11 @@ def test_connect_and_call(api, start_service):
 
 
 @pytest.mark.parametrize("api", ["sync", "async"])
-def test_missing_service(api, private_registry):
+def test_missing_service(api, registry_path):
     client = CLIENTS[api](ParentWorker.connect("nobody", timeout=0.3))
     with pytest.raises(ServiceNotFoundError) as info:
         client.start()
-    assert "nobody" in str(info.value) and str(private_registry) in str(info.value)
+    assert "nobody" in str(info.value) and str(registry_path) in str(info.value)
 
 
 def test_sigterm_unregisters(start_service):

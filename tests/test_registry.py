@@ -18,15 +18,6 @@ from multifrost.errors import RegistryError, ServiceNotFoundError
 from multifrost.registry import FileRegistry, ServiceEntry, default_registry
 
 
-@pytest.fixture(autouse=True)
-def registry_path(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own registry file; the real home directory is never touched."""
-    path = tmp_path / "mf" / "services.json"
-    monkeypatch.setenv("MULTIFROST_REGISTRY", str(path))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return path
-
-
 @pytest.fixture
 def live_pid():
     """The pid of a process that stays alive for the test."""
