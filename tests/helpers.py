@@ -1,6 +1,7 @@
 """Test helpers: drive the sync and the async API through one interface."""
 import asyncio
 import threading
+import time
 
 from multifrost import ParentWorker
 
@@ -19,22 +20,32 @@ class SyncClient:
     def call(self, function, *args, **options):
         return self.worker.call_function(function, args, **options)
 
-    def many(self, calls):
-        """Run ``[(function, args), ...]`` concurrently (threads) and return results or exceptions."""
-        results = [None] * len(calls)
+    def fire(self, calls):
+        """Start ``[(function, args), ...]`` concurrently (a thread each); returns
+        ``results(timeout)``, which waits for every outcome (a result or an exception)."""
+        outcomes = [None] * len(calls)
 
         def run(i, function, args):
             try:
-                results[i] = self.worker.call_function(function, args)
+                outcomes[i] = self.worker.call_function(function, args)
             except Exception as exc:
-                results[i] = exc
+                outcomes[i] = exc
 
         threads = [threading.Thread(target=run, args=(i, f, a)) for i, (f, a) in enumerate(calls)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+
+        def results(timeout):
+            deadline = time.monotonic() + timeout
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+                assert not t.is_alive(), "a call never resolved"
+            return outcomes
         return results
+
+    def many(self, calls, timeout=120):
+        """Run calls concurrently and return their outcomes."""
+        return self.fire(calls)(timeout)
 
     def restart(self):
         self.worker.restart()
@@ -67,11 +78,17 @@ class AsyncClient:
     def call(self, function, *args, **options):
         return self.run(self.worker.acall_function(function, args, **options))
 
-    def many(self, calls):
+    def fire(self, calls):
+        """Start calls concurrently on the loop; returns ``results(timeout)``."""
         async def all_of():
             return await asyncio.gather(*(self.worker.acall_function(f, a) for f, a in calls),
                                         return_exceptions=True)
-        return self.run(all_of())
+        future = asyncio.run_coroutine_threadsafe(all_of(), self.loop)
+        return future.result
+
+    def many(self, calls, timeout=120):
+        """Run calls concurrently and return their outcomes."""
+        return self.fire(calls)(timeout)
 
     def restart(self):
         self.run(self.worker.arestart())

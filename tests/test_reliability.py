@@ -1,16 +1,14 @@
 """Faults and what the user sees: heartbeats, crashes, restarts, a wedged child, shutdown grace,
 and processes that die or are signalled. Every wait is a condition with a deadline."""
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from helpers import CLIENTS, AsyncClient
+from helpers import CLIENTS
 from multifrost import CallTimeoutError, ParentWorker, RemoteCallError, WorkerCrashedError
 from multifrost.registry import FileRegistry
 
@@ -90,35 +88,6 @@ def test_wedged_child_turns_unhealthy_and_recovers(api):
 
 # -- crashes ------------------------------------------------------------------------------
 
-def _fire(client, calls):
-    """Start ``calls`` concurrently; returns a function that waits for all outcomes (results or errors)."""
-    if isinstance(client, AsyncClient):
-        async def all_of():
-            return await asyncio.gather(*(client.worker.acall_function(f, a) for f, a in calls),
-                                        return_exceptions=True)
-        future = asyncio.run_coroutine_threadsafe(all_of(), client.loop)
-        return lambda timeout: future.result(timeout)
-    outcomes = [None] * len(calls)
-
-    def run(i, function, args):
-        try:
-            outcomes[i] = client.worker.call_function(function, args)
-        except Exception as exc:
-            outcomes[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i, f, a)) for i, (f, a) in enumerate(calls)]
-    for t in threads:
-        t.start()
-
-    def results(timeout):
-        deadline = time.monotonic() + timeout
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-            assert not t.is_alive(), "a call never resolved"
-        return outcomes
-    return results
-
-
 @pytest.mark.parametrize("auto_restart", [False, True], ids=["no-restart", "auto-restart"])
 def test_kill9_with_1000_calls_in_flight(api, auto_restart):
     client = CLIENTS[api](ParentWorker.spawn(MATH, auto_restart=auto_restart, default_timeout=60.0,
@@ -127,7 +96,7 @@ def test_kill9_with_1000_calls_in_flight(api, auto_restart):
     try:
         pid = client.worker.pid
         calls = [("asleep", (60,)) if i % 2 else ("add", (i, 1)) for i in range(1000)]
-        results = _fire(client, calls)
+        results = client.fire(calls)
         wait_until(lambda: client.worker.metrics.in_flight >= 500, "500 calls were in flight")
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
@@ -142,7 +111,7 @@ def test_kill9_with_1000_calls_in_flight(api, auto_restart):
         assert sum(isinstance(o, WorkerCrashedError) for o in outcomes) >= 500
         assert resolved_in < 10, f"calls took {resolved_in:.2f} s to fail after the kill"
         if auto_restart:
-            following = _fire(client, [("add", (i, 2)) for i in range(1000)])(60)
+            following = client.fire([("add", (i, 2)) for i in range(1000)])(60)
             assert following == [i + 2 for i in range(1000)]
             assert client.worker.pid != pid and client.worker.metrics.restarts == 1
             assert client.worker.is_healthy
@@ -165,7 +134,7 @@ def test_calls_wait_for_a_restart_within_their_timeout(api, tmp_path):
         assert info.value.exit_code == 3 and "about to crash with 3" in info.value.stderr_tail
         with pytest.raises(CallTimeoutError, match="did not come back"):
             client.call("add", 1, 1, timeout=0.2)
-        waiting = _fire(client, [("add", (5, 5))])
+        waiting = client.fire([("add", (5, 5))])
         wait_until(lambda: (tmp_path / "starts").read_text().count("\n") == 2, "the restart began")
         hold.unlink()
         assert waiting(30) == [10]
@@ -208,7 +177,7 @@ def test_sigterm_child_finishes_calls_in_flight_then_exits_0(api, tmp_path):
     client.start()
     try:
         calls = [("block_until", (str(flag), 30))] * 3 + [("await_until", (str(flag), 30))] * 10
-        results = _fire(client, calls)
+        results = client.fire(calls)
         wait_until(lambda: client.call("waiting") == len(calls), "every call started in the child")
         pid = client.worker.pid
         os.kill(pid, signal.SIGTERM)
@@ -225,7 +194,7 @@ def test_sigterm_child_answers_calls_past_the_grace_with_an_error(api, tmp_path)
     client.start()
     try:
         never = str(tmp_path / "never")
-        results = _fire(client, [("block_until", (never, 60)), ("await_until", (never, 60))])
+        results = client.fire([("block_until", (never, 60)), ("await_until", (never, 60))])
         wait_until(lambda: client.call("waiting") == 2, "both calls started in the child")
         stopped, pid = time.monotonic(), client.worker.pid
         os.kill(pid, signal.SIGTERM)
@@ -248,7 +217,7 @@ def test_sigterm_service_answers_calls_in_flight_unregisters_and_exits_0(tmp_pat
         client.start()
         try:
             calls = [("block_until", (str(flag), 30))] * 2 + [("await_until", (str(flag), 30))] * 5
-            results = _fire(client, calls)
+            results = client.fire(calls)
             wait_until(lambda: client.call("waiting") == len(calls), "every call started in the service")
             service.terminate()
             _until_refused(client)

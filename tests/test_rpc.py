@@ -125,7 +125,6 @@ def test_many_concurrent_calls(client):
 
 def test_blocking_method_does_not_block_others(client, tmp_path):
     flag = tmp_path / "go"
-    calls = [("wait_for", (str(flag), 10.0))] + [("add", (1, 1))] * 3
 
     import threading
     done = {}
