@@ -130,6 +130,7 @@ class SyncChannel(_Channel):
         super().__init__(end, on_output, limits)
         self._lock = threading.Lock()
         self._leading = False
+        self._closed = False
         self._followers: list[_Waiter] = []
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -171,10 +172,8 @@ class SyncChannel(_Channel):
         return waiter.outcome()
 
     def _send_when_ready(self, waiter: _Waiter, payload: bytes, deadline: float | None, what: str) -> None:
-        """The high-water mark (or no peer yet) refused the send: retry until it goes or time is up."""
-        poller = select.poll()
-        poller.register(self.end.fileno(), select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
+        """The high-water mark (or no peer yet) refused the send: retry every ``_SEND_RETRY`` s
+        until it goes, the call ends, or time is up (no descriptors: the end may close meanwhile)."""
         while True:
             outputs: list = []
             with self._lock:
@@ -188,7 +187,7 @@ class SyncChannel(_Channel):
             remaining = _remaining(deadline)
             if remaining is not None and remaining <= 0:
                 raise CallTimeoutError(f"{what}: could not send within the timeout (the worker is not reading)")
-            poller.poll(_ms(min(_SEND_RETRY, remaining) if remaining is not None else _SEND_RETRY))
+            time.sleep(_SEND_RETRY if remaining is None else min(_SEND_RETRY, remaining))
 
     def _wait(self, waiter: _Waiter, deadline: float | None, what: str) -> None:
         while True:
@@ -207,7 +206,10 @@ class SyncChannel(_Channel):
                 finally:
                     with self._lock:
                         self._leading = False
-                        self._promote_locked()
+                        if self._closed:
+                            self._close_wake_locked()
+                        else:
+                            self._promote_locked()
                 if not waiter.done:
                     raise CallTimeoutError(f"{what} timed out")
                 return
@@ -318,19 +320,32 @@ class SyncChannel(_Channel):
 
     def interrupt(self) -> None:
         """Wake the leader (and an idle supervisor) so that they look at the state again."""
+        if self._wake_w < 0:
+            return  # closed
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
             pass
 
     def close(self) -> None:
-        """Release the channel; later calls fail with why it ended (a crash, say), else TransportClosed."""
+        """Release the channel; later calls fail with why it ended (a crash, say), else TransportClosed.
+
+        A leader may still be on its way into poll() on the wake-up pipe: closing the pipe
+        under it would let the descriptor number be reused and the wake-up lost, so the
+        leader closes the pipe itself when it steps down.
+        """
         self.fail_all(self._failure or TransportClosed("the worker was closed"), final=True)
-        for fd in (self._wake_r, self._wake_w):
-            try:
+        with self._lock:
+            self._closed = True
+            if self._leading:
+                return
+            self._close_wake_locked()
+
+    def _close_wake_locked(self) -> None:
+        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
 
 
 class AsyncChannel(_Channel):

@@ -8,18 +8,14 @@ output and crash handling; the async API does everything on the caller's event l
 from __future__ import annotations
 
 import asyncio
-import atexit
-import itertools
 import logging
 import os
-import signal
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import protocol
+from . import exit_hooks, protocol
 from .channel import AsyncChannel, SignallingWaiter, SyncChannel, _read_all
 from .circuit import CLOSED, CircuitBreaker
 from .codec import Limits, pack_message
@@ -27,7 +23,7 @@ from .errors import (CallTimeoutError, CircuitOpenError, MultifrostError, Remote
                      TransportClosed, WorkerCrashedError, WorkerStartError)
 from .logs import bind
 from .metrics import Metrics, NullMetrics
-from .process import ChildProcess, stop_processes
+from .process import ChildProcess
 from .proxy import CallProxy
 from .targets import ConnectTarget, InprocessTarget, SpawnTarget
 
@@ -213,7 +209,7 @@ class ParentWorker:
     def start(self) -> "ParentWorker":
         """Start (or connect to) the worker; returns once it answers. Raises WorkerStartError."""
         self._claim("sync")
-        self._live_key = _track(self)
+        self._live_key = exit_hooks.track(self)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         try:
@@ -294,13 +290,18 @@ class ParentWorker:
                 os.close(fd)
         self._wake_r = self._wake_w = -1
         self._ready.clear()
-        _live.pop(self._live_key, None)
+        exit_hooks.untrack(self._live_key)
 
     def __enter__(self) -> "ParentWorker":
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+    def _exit_now(self) -> ChildProcess | None:
+        """This process is exiting (signal, atexit): never restart; the child to stop, if any."""
+        self._exiting = True
+        return self._process
 
     def _claim(self, mode: str) -> None:
         if self._mode is not None:
@@ -523,7 +524,7 @@ class ParentWorker:
     async def astart(self) -> "ParentWorker":
         """Start (or connect to) the worker on the running loop; returns once it answers."""
         self._claim("async")
-        self._live_key = _track(self)
+        self._live_key = exit_hooks.track(self)
         self._loop = asyncio.get_running_loop()
         self._aready = asyncio.Event()
         try:
@@ -602,7 +603,7 @@ class ParentWorker:
             self._target.close()
         if self._aready is not None:
             self._aready.clear()
-        _live.pop(self._live_key, None)
+        exit_hooks.untrack(self._live_key)
 
     async def __aenter__(self) -> "ParentWorker":
         return await self.astart()
@@ -849,74 +850,3 @@ def _sleep_on(fd: int, timeout: float) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(max(0, int(timeout * 1000))))
-
-
-# -- process exit: children are stopped on SIGINT/SIGTERM and at interpreter exit ----------
-
-_live: dict[int, weakref.ref] = {}  # started, not yet closed workers
-_live_keys = itertools.count()
-_hooks_lock = threading.Lock()
-_atexit_installed = False
-_signals_installed = False
-_previous_handlers: dict[int, Any] = {}
-
-
-def _track(worker: ParentWorker) -> int:
-    """Note a started worker so that its child is stopped when this process exits."""
-    key = next(_live_keys)
-    _live[key] = weakref.ref(worker, lambda _ref: _live.pop(key, None))
-    _install_exit_hooks()
-    return key
-
-
-def _install_exit_hooks() -> None:
-    """Once: an atexit hook; and, from the main thread only, SIGINT/SIGTERM handlers that
-    stop the children and then run the handler that was there before (chained, not replaced)."""
-    global _atexit_installed, _signals_installed
-    with _hooks_lock:
-        if not _atexit_installed:
-            atexit.register(_stop_live_children)
-            _atexit_installed = True
-        if _signals_installed or threading.current_thread() is not threading.main_thread():
-            return
-        _signals_installed = True
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous = signal.getsignal(signum)
-            if previous is signal.SIG_IGN or previous is None:
-                continue  # ignored on purpose, or owned by code outside Python: leave it alone
-            try:
-                signal.signal(signum, _on_exit_signal)
-            except (ValueError, OSError) as exc:  # not the main interpreter, say
-                log.debug("cannot handle signal %d: %s", signum, exc)
-                continue
-            _previous_handlers[signum] = previous
-
-
-def _on_exit_signal(signum: int, frame) -> None:
-    """SIGINT/SIGTERM: stop every live worker's child, then do what the previous handler did."""
-    _stop_live_children()
-    previous = _previous_handlers.get(signum, signal.SIG_DFL)
-    if callable(previous):
-        previous(signum, frame)
-    elif signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    else:  # SIG_DFL: die of the signal, as the process would have without us
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-
-def _stop_live_children() -> None:
-    """The process is exiting: SIGTERM every live worker's child (SIGKILL after a grace) and
-    keep the workers from restarting them. Takes no lock a caller might hold."""
-    processes = []
-    for ref in list(_live.values()):
-        worker = ref()
-        if worker is None:
-            continue
-        worker._exiting = True
-        process = worker._process
-        if process is not None:
-            processes.append(process)
-    if processes:
-        log.info("stopping %d worker process(es): this process is exiting", len(processes))
-        stop_processes(processes, _CLOSE_GRACE)

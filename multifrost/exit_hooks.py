@@ -1,0 +1,96 @@
+"""Stopping children when the parent process exits: on SIGINT/SIGTERM (chained to the
+handler that was there before, never replacing it) and at interpreter exit."""
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import signal
+import threading
+import weakref
+from typing import Any, Protocol
+
+from .process import ChildProcess, stop_processes
+
+log = logging.getLogger("multifrost.parent")
+
+STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for children stopped at exit
+
+
+class Tracked(Protocol):
+    def _exit_now(self) -> ChildProcess | None:
+        """Stop restarting; return the child process to stop, if there is one."""
+
+
+_live: dict[int, weakref.ref] = {}  # started, not yet closed workers
+_keys = itertools.count()
+_lock = threading.Lock()
+_atexit_installed = False
+_signals_installed = False
+_previous_handlers: dict[int, Any] = {}
+
+
+def track(worker: Tracked) -> int:
+    """Note a started worker so that its child is stopped when this process exits."""
+    key = next(_keys)
+    _live[key] = weakref.ref(worker, lambda _ref: _live.pop(key, None))
+    _install()
+    return key
+
+
+def untrack(key: int | None) -> None:
+    """The worker was closed: nothing to stop for it any more."""
+    _live.pop(key, None)
+
+
+def _install() -> None:
+    """Once: an atexit hook; and, from the main thread only, SIGINT/SIGTERM handlers that
+    stop the children and then run the handler that was there before (chained, not replaced)."""
+    global _atexit_installed, _signals_installed
+    with _lock:
+        if not _atexit_installed:
+            atexit.register(stop_live_children)
+            _atexit_installed = True
+        if _signals_installed or threading.current_thread() is not threading.main_thread():
+            return
+        _signals_installed = True
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
+            if previous is signal.SIG_IGN or previous is None:
+                continue  # ignored on purpose, or owned by code outside Python: leave it alone
+            try:
+                signal.signal(signum, _on_exit_signal)
+            except (ValueError, OSError) as exc:  # not the main interpreter, say
+                log.debug("cannot handle signal %d: %s", signum, exc)
+                continue
+            _previous_handlers[signum] = previous
+
+
+def _on_exit_signal(signum: int, frame) -> None:
+    """SIGINT/SIGTERM: stop every live worker's child, then do what the previous handler did."""
+    stop_live_children()
+    previous = _previous_handlers.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
+    elif signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    else:  # SIG_DFL: die of the signal, as the process would have without us
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def stop_live_children() -> None:
+    """The process is exiting: SIGTERM every live worker's child (SIGKILL after a grace) and
+    keep the workers from restarting them. Takes no lock a caller might hold."""
+    processes = []
+    for ref in list(_live.values()):
+        worker = ref()
+        if worker is None:
+            continue
+        process = worker._exit_now()
+        if process is not None:
+            processes.append(process)
+    if processes:
+        log.info("stopping %d worker process(es): this process is exiting", len(processes))
+        stop_processes(processes, STOP_GRACE)
