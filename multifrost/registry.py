@@ -159,13 +159,10 @@ class Registry(ABC):
         """
         deadline = time.monotonic() + timeout
         while True:
-            entry = self.lookup(service_id)
-            if entry is not None and entry.alive:
+            entry, wait = self._look(service_id, deadline, timeout, poll_interval)
+            if entry is not None:
                 return entry
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._not_found(service_id, timeout, entry)
-            time.sleep(min(poll_interval, remaining))
+            time.sleep(wait)
 
     async def adiscover(
         self,
@@ -176,13 +173,21 @@ class Registry(ABC):
         """``discover`` for asyncio code: polls with ``asyncio.sleep``."""
         deadline = time.monotonic() + timeout
         while True:
-            entry = self.lookup(service_id)
-            if entry is not None and entry.alive:
+            entry, wait = self._look(service_id, deadline, timeout, poll_interval)
+            if entry is not None:
                 return entry
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._not_found(service_id, timeout, entry)
-            await asyncio.sleep(min(poll_interval, remaining))
+            await asyncio.sleep(wait)
+
+    def _look(self, service_id: str, deadline: float, timeout: float,
+              poll_interval: float) -> tuple[ServiceEntry | None, float]:
+        """One look for discovery: the live entry, or how long to wait before the next look."""
+        entry = self.lookup(service_id)
+        if entry is not None and entry.alive:
+            return entry, 0.0
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._not_found(service_id, timeout, entry)
+        return None, min(poll_interval, remaining)
 
     def _not_found(self, service_id: str, timeout: float, entry: ServiceEntry | None) -> ServiceNotFoundError:
         detail = f" (its entry names pid {entry.pid}, which is not running)" if entry is not None else ""
