@@ -32,6 +32,7 @@ output_log = logging.getLogger("multifrost.child_output")
 
 _UNSET: Any = object()
 _START_PROBE = 0.25  # seconds between readiness heartbeats while a worker starts
+_LAST_WORDS = 0.05  # seconds a dead child's last replies get to arrive before its calls fail
 _CLOSE_GRACE = 2.0  # seconds a child gets to exit after SHUTDOWN, and again after SIGTERM
 _BACKOFF_START, _BACKOFF_CAP = 0.1, 5.0
 
@@ -410,13 +411,21 @@ class ParentWorker:
                 if process.stderr_fd in ready:
                     process.read_stderr()
                 if process.exit_fd in ready:
-                    channel.drain()  # replies and output the child sent just before it exited
+                    self._drain_last_words(channel)
                     self._on_exit(process)
             if self._restart_requested:
                 self._restart_requested = False
                 self._restart_loop(attempts=1)
             if channel is not None and channel is self._channel and self._down is None:
                 beat.tick(self, channel)
+
+    def _drain_last_words(self, channel: SyncChannel) -> None:
+        """The child exited: replies it sent just before may still be on their way through
+        ZeroMQ's I/O thread; hand out what arrives within ``_LAST_WORDS`` seconds."""
+        deadline = time.monotonic() + _LAST_WORDS
+        while (remaining := deadline - time.monotonic()) > 0:
+            channel.poll_idle(remaining, [])
+        channel.drain()
 
     def _on_exit(self, process: ChildProcess) -> None:
         """The child exited on its own: fail calls in flight now, then restart if asked to."""
@@ -676,9 +685,13 @@ class ParentWorker:
         process.close()
 
     def _aon_exit(self, process: ChildProcess) -> None:
-        """The child exited on its own (exit fd reader): fail calls in flight now, restart if asked to."""
+        """The child exited on its own (exit fd reader): let its last replies in, then fail the rest."""
         self._loop.remove_reader(process.exit_fd)
         self._loop.remove_reader(process.stderr_fd)
+        self._loop.call_later(_LAST_WORDS, self._aon_exit_drained, process)
+
+    def _aon_exit_drained(self, process: ChildProcess) -> None:
+        """Fail calls in flight, restart if asked to."""
         if process is not self._process or self._closing:
             return
         self._channel.drain()  # replies and output the child sent just before it exited
