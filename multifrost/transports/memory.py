@@ -171,6 +171,15 @@ class _MemoryEnd:
     def closed(self) -> bool:
         return self._closed
 
+    def _pop_locked(self):
+        """The next inbox item, or None (clearing the wake-up signal); under ``self._lock``."""
+        if self._closed:
+            raise self._closed_error()
+        if not self._inbox:
+            self._unsignal()
+            return None
+        return self._inbox.popleft()
+
     def _closed_error(self) -> TransportClosed:
         return TransportClosed(f"transport end {self.endpoint} is closed")
 
@@ -241,12 +250,9 @@ class MemoryParentEnd(_MemoryEnd, ParentEnd):
 
     def recv_nowait(self) -> bytes | None:
         with self._lock:
-            if self._closed:
-                raise self._closed_error()
-            if not self._inbox:
-                self._unsignal()
+            payload = self._pop_locked()
+            if payload is None:
                 return None
-            payload = self._inbox.popleft()
             waker = self._blocked_sender
             if waker is None:
                 return payload
@@ -304,12 +310,10 @@ class MemoryChildEnd(_MemoryEnd, ChildEnd):
 
     def recv_nowait(self) -> "tuple[bytes, bytes] | None":
         with self._lock:
-            if self._closed:
-                raise self._closed_error()
-            if not self._inbox:
-                self._unsignal()
+            item = self._pop_locked()
+            if item is None:
                 return None
-            link, payload = self._inbox.popleft()
+            link, payload = item
             link.to_child -= 1
             if not link.heard:
                 link.heard = True

@@ -20,12 +20,7 @@ class SlowWorker(MathWorker):
         """Plain: block a pool thread until ``path`` exists (at most ``seconds``); True when it did."""
         with self._lock:
             self._waiting += 1
-        deadline = time.monotonic() + seconds
-        while not os.path.exists(path):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return self.wait_for(path, seconds)
 
     async def await_until(self, path, seconds):
         """Async: the same, as a task on the loop."""
