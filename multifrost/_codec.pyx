@@ -33,11 +33,11 @@ from ._codec_fallback import (
     over_limit,
     payload_error,
     timestamp_ext,
-    too_long,
+    too_long_for,
     truncated,
     utf8_detail,
 )
-from ._limits import DEFAULT_LIMITS, check_max_depth
+from ._limits import DEFAULT_LIMITS, Limits, check_max_depth
 from .errors import PayloadError, ProtocolError
 
 cdef extern from "Python.h":
@@ -60,8 +60,6 @@ IMPLEMENTATION = "cython"
 cdef enum:
     SCRATCH_SIZE = 65536
 
-cdef Py_ssize_t LEN32_MAX = 0xFFFFFFFF
-
 cdef char _scratch[SCRATCH_SIZE]
 cdef bint _scratch_busy = False
 
@@ -74,6 +72,11 @@ cdef struct Buf:
     Py_ssize_t len
     Py_ssize_t cap
     PyObject* out      # owned bytes object once the message outgrew the scratch, else NULL
+    Py_ssize_t max_str  # the receiver's limits: a longer value is not packed
+    Py_ssize_t max_bin
+    Py_ssize_t max_array
+    Py_ssize_t max_map
+    PyObject* limits   # borrowed: the Limits object the four numbers came from
 
 
 cdef int _grow(Buf* b, Py_ssize_t need) except -1:
@@ -130,9 +133,11 @@ cdef inline int _put_be(Buf* b, uint8_t head, uint64_t v, int size) except -1:
 # ---------------------------------------------------------------- pack
 
 
-def pack_message(message, *, max_depth=512):
+def pack_message(message, *, max_depth=None, limits=None):
     """Encode one message (a dict) as msgpack, turning values into their wire form on the way.
 
+    ``limits`` are the receiver's decoding limits (default ``DEFAULT_LIMITS``): a value the
+    receiver would refuse is not packed; ``max_depth`` overrides ``limits.max_depth``.
     Raises PayloadError naming the path and type of the first value that cannot be sent.
     """
     global _scratch_busy
@@ -141,9 +146,20 @@ def pack_message(message, *, max_depth=512):
     cdef bint own_scratch
     if not PyDict_Check(message):
         raise PayloadError(f"a message must be a dict, not {type(message).__name__}")
+    if limits is None:
+        limits = DEFAULT_LIMITS
+    elif not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a multifrost.codec.Limits, not {type(limits).__name__}")
+    if max_depth is None:
+        max_depth = limits.max_depth
     if type(max_depth) is not int or max_depth != 512:
         check_max_depth(max_depth, "max_depth")
     depth_limit = max_depth
+    b.max_str = limits.max_str_len
+    b.max_bin = limits.max_bin_len
+    b.max_array = limits.max_array_len
+    b.max_map = limits.max_map_len
+    b.limits = <PyObject*>limits
     b.len = 0
     b.out = NULL
     own_scratch = not _scratch_busy
@@ -170,16 +186,16 @@ def pack_message(message, *, max_depth=512):
 
 
 cdef int _pack_str_header(Buf* b, Py_ssize_t n, object value) except -1:
+    if n > b.max_str:
+        raise Unsendable(value, too_long_for("str", n, <object>b.limits))
     if n < 32:
         _put1(b, 0xA0 | n)
     elif n <= 0xFF:
         _put_be(b, 0xD9, n, 1)
     elif n <= 0xFFFF:
         _put_be(b, 0xDA, n, 2)
-    elif n <= LEN32_MAX:
-        _put_be(b, 0xDB, n, 4)
     else:
-        raise Unsendable(value, too_long("str", n))
+        _put_be(b, 0xDB, n, 4)
     return 0
 
 
@@ -268,14 +284,14 @@ cdef int _pack_bin(Buf* b, object value) except -1:
 
 
 cdef int _pack_bin_header(Buf* b, Py_ssize_t n, object value) except -1:
+    if n > b.max_bin:
+        raise Unsendable(value, too_long_for("bin", n, <object>b.limits))
     if n <= 0xFF:
         _put_be(b, 0xC4, n, 1)
     elif n <= 0xFFFF:
         _put_be(b, 0xC5, n, 2)
-    elif n <= LEN32_MAX:
-        _put_be(b, 0xC6, n, 4)
     else:
-        raise Unsendable(value, too_long("bin", n))
+        _put_be(b, 0xC6, n, 4)
     return 0
 
 
@@ -284,14 +300,14 @@ cdef int _pack_array(Buf* b, object seq, bint is_list, int depth, int max_depth)
     if depth > max_depth:
         raise Unsendable(seq, None)
     n = PyList_GET_SIZE(seq) if is_list else PyTuple_GET_SIZE(seq)
+    if n > b.max_array:
+        raise Unsendable(seq, too_long_for("array", n, <object>b.limits))
     if n <= 0x0F:
         _put1(b, 0x90 | n)
     elif n <= 0xFFFF:
         _put_be(b, 0xDC, n, 2)
-    elif n <= LEN32_MAX:
-        _put_be(b, 0xDD, n, 4)
     else:
-        raise Unsendable(seq, too_long("array", n))
+        _put_be(b, 0xDD, n, 4)
     try:
         if is_list:
             while i < n:
@@ -317,14 +333,14 @@ cdef int _pack_dict(Buf* b, object mapping, int depth, int max_depth) except -1:
     if depth > max_depth:
         raise Unsendable(mapping, None)
     n = PyDict_Size(mapping)
+    if n > b.max_map:
+        raise Unsendable(mapping, too_long_for("map", n, <object>b.limits))
     if n <= 0x0F:
         _put1(b, 0x80 | n)
     elif n <= 0xFFFF:
         _put_be(b, 0xDE, n, 2)
-    elif n <= LEN32_MAX:
-        _put_be(b, 0xDF, n, 4)
     else:
-        raise Unsendable(mapping, too_long("map", n))
+        _put_be(b, 0xDF, n, 4)
     key = None
     try:
         while PyDict_Next(mapping, &pos, &kp, &vp):

@@ -98,6 +98,14 @@ def too_long(kind: str, length: int) -> str:
     return f"{kind} of length {length} is longer than msgpack allows ({_LEN32_MAX})"
 
 
+def too_long_for(kind: str, length: int, limits: Limits) -> str:
+    """Describe a str/bin/array/map the receiver would refuse (or msgpack cannot frame)."""
+    if length > _LEN32_MAX:
+        return too_long(kind, length)
+    name = "max_str_len" if kind == "str" else f"max_{kind}_len"
+    return f"{kind} of length {length} is over the receiver's limit {name}={getattr(limits, name)}"
+
+
 def key_string(key: object) -> str:
     """The string a map key becomes on the wire."""
     return str.__str__(key) if isinstance(key, str) else str(key)
@@ -160,17 +168,25 @@ def ext_bytes(value: ExtType) -> bytes:
 # ---------------------------------------------------------------- pack
 
 
-def pack_message(message: dict, *, max_depth: int = 512) -> bytes:
+def pack_message(message: dict, *, max_depth: int | None = None, limits: Limits | None = None) -> bytes:
     """Encode one message (a dict) as msgpack, turning values into their wire form on the way.
 
+    ``limits`` are the receiver's decoding limits (default ``DEFAULT_LIMITS``): a value the
+    receiver would refuse is not packed; ``max_depth`` overrides ``limits.max_depth``.
     Raises PayloadError naming the path and type of the first value that cannot be sent.
     """
     if not isinstance(message, dict):
         raise PayloadError(f"a message must be a dict, not {type(message).__name__}")
+    if limits is None:
+        limits = DEFAULT_LIMITS
+    elif not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a multifrost.codec.Limits, not {type(limits).__name__}")
+    if max_depth is None:
+        max_depth = limits.max_depth
     check_max_depth(max_depth, "max_depth")
     out = bytearray()
     try:
-        _pack(message, out, 1, max_depth)
+        _pack(message, out, 1, max_depth, limits)
     except Unsendable as exc:
         raise payload_error(exc, max_depth) from None
     except RecursionError:
@@ -180,30 +196,30 @@ def pack_message(message: dict, *, max_depth: int = 512) -> bytes:
     return bytes(out)
 
 
-def _pack_str_header(out: bytearray, n: int, value: object) -> None:
+def _pack_str_header(out: bytearray, n: int, value: object, limits: Limits) -> None:
+    if n > limits.max_str_len:
+        raise Unsendable(value, too_long_for("str", n, limits))
     if n < 32:
         out.append(0xA0 | n)
     elif n <= 0xFF:
         out += _B_B(0xD9, n)
     elif n <= 0xFFFF:
         out += _B_H(0xDA, n)
-    elif n <= _LEN32_MAX:
-        out += _B_I(0xDB, n)
     else:
-        raise Unsendable(value, too_long("str", n))
+        out += _B_I(0xDB, n)
 
 
-def _pack_key(out: bytearray, mapping: dict, key: object, convert: bool) -> None:
+def _pack_key(out: bytearray, mapping: dict, key: object, convert: bool, limits: Limits) -> None:
     text = key_string(key) if convert else key
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise Unsendable(mapping, f"key {key!r} is {utf8_detail(exc)}", in_key=True) from None
-    _pack_str_header(out, len(data), mapping)
+    _pack_str_header(out, len(data), mapping, limits)
     out += data
 
 
-def _pack(obj: object, out: bytearray, depth: int, max_depth: int) -> None:
+def _pack(obj: object, out: bytearray, depth: int, max_depth: int, limits: Limits) -> None:
     if obj is None:
         out += _NIL
     elif obj is True:
@@ -246,19 +262,19 @@ def _pack(obj: object, out: bytearray, depth: int, max_depth: int) -> None:
             data = obj.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise Unsendable(obj, utf8_detail(exc)) from None
-        _pack_str_header(out, len(data), obj)
+        _pack_str_header(out, len(data), obj, limits)
         out += data
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         data = bytes(obj) if isinstance(obj, memoryview) else obj
         n = len(data)
+        if n > limits.max_bin_len:
+            raise Unsendable(obj, too_long_for("bin", n, limits))
         if n <= 0xFF:
             out += _B_B(0xC4, n)
         elif n <= 0xFFFF:
             out += _B_H(0xC5, n)
-        elif n <= _LEN32_MAX:
-            out += _B_I(0xC6, n)
         else:
-            raise Unsendable(obj, too_long("bin", n))
+            out += _B_I(0xC6, n)
         out += data
     elif isinstance(obj, ExtType):
         out += ext_bytes(obj)
@@ -268,21 +284,21 @@ def _pack(obj: object, out: bytearray, depth: int, max_depth: int) -> None:
         is_list = isinstance(obj, list)
         n = list.__len__(obj) if is_list else tuple.__len__(obj)
         item_at = list.__getitem__ if is_list else tuple.__getitem__
+        if n > limits.max_array_len:
+            raise Unsendable(obj, too_long_for("array", n, limits))
         if n <= 0x0F:
             out.append(0x90 | n)
         elif n <= 0xFFFF:
             out += _B_H(0xDC, n)
-        elif n <= _LEN32_MAX:
-            out += _B_I(0xDD, n)
         else:
-            raise Unsendable(obj, too_long("array", n))
+            out += _B_I(0xDD, n)
         for index in range(n):
             try:
                 item = item_at(obj, index)
             except IndexError:
                 raise RuntimeError("list changed size while it was being packed") from None
             try:
-                _pack(item, out, depth + 1, max_depth)
+                _pack(item, out, depth + 1, max_depth, limits)
             except Unsendable as exc:
                 exc.steps.append((obj, index, True))
                 raise
@@ -290,22 +306,22 @@ def _pack(obj: object, out: bytearray, depth: int, max_depth: int) -> None:
         if depth > max_depth:
             raise Unsendable(obj, None)
         n = dict.__len__(obj)
+        if n > limits.max_map_len:
+            raise Unsendable(obj, too_long_for("map", n, limits))
         if n <= 0x0F:
             out.append(0x80 | n)
         elif n <= 0xFFFF:
             out += _B_H(0xDE, n)
-        elif n <= _LEN32_MAX:
-            out += _B_I(0xDF, n)
         else:
-            raise Unsendable(obj, too_long("map", n))
+            out += _B_I(0xDF, n)
         converted = False
         for key, value in dict.items(obj):
             if type(key) is not str and not converted:
                 check_key_collisions(obj)
                 converted = True
-            _pack_key(out, obj, key, converted)
+            _pack_key(out, obj, key, converted, limits)
             try:
-                _pack(value, out, depth + 1, max_depth)
+                _pack(value, out, depth + 1, max_depth, limits)
             except Unsendable as exc:
                 exc.steps.append((obj, key, False))
                 raise

@@ -48,7 +48,16 @@ class _Channel:
             return protocol.parse(unpack_message(payload, self._limits))
         except ProtocolError as exc:
             log.warning("dropped a message from the worker: %s", exc)
+            self._fail_dropped(payload, exc)
             return None
+
+    def _fail_dropped(self, payload: bytes, exc: ProtocolError) -> None:
+        """A reply was dropped: if it names a call that waits, that call fails now, not at its timeout."""
+        msg_id, kind = protocol.peek(payload)
+        if kind in (protocol.RESPONSE, protocol.ERROR, protocol.HEARTBEAT):
+            waiter = self._pending.pop(msg_id, None)
+            if waiter is not None:
+                self._fail(waiter, ProtocolError(f"the worker's reply was dropped: {exc}"))
 
     def _deliver(self, message: protocol.Message, outputs: list) -> None:
         """Route one inbound message: a reply to its waiter, output to the handler."""
@@ -72,6 +81,9 @@ class _Channel:
                 log.exception("the output handler raised")
 
     def _resolve(self, waiter, message: protocol.Message) -> None:
+        raise NotImplementedError
+
+    def _fail(self, waiter, error: MultifrostError) -> None:
         raise NotImplementedError
 
 
@@ -275,6 +287,10 @@ class SyncChannel(_Channel):
         waiter.message = message
         self._finish_locked(waiter)
 
+    def _fail(self, waiter: _Waiter, error: MultifrostError) -> None:
+        waiter.error = error
+        self._finish_locked(waiter)
+
     def _finish_locked(self, waiter: _Waiter) -> None:
         waiter.done = True
         if waiter.sleeping:
@@ -314,8 +330,7 @@ class SyncChannel(_Channel):
                 self._failure = error
             pending, self._pending = self._pending, {}
             for waiter in pending.values():
-                waiter.error = error
-                self._finish_locked(waiter)
+                self._fail(waiter, error)
         self.interrupt()
 
     def interrupt(self) -> None:
@@ -409,13 +424,16 @@ class AsyncChannel(_Channel):
         if not future.done():
             future.set_result(message)
 
+    def _fail(self, future: asyncio.Future, error: MultifrostError) -> None:
+        if not future.done():
+            future.set_exception(error)
+
     def fail_all(self, error: MultifrostError, *, final: bool = False) -> None:
         if final:
             self._failure = error
         pending, self._pending = self._pending, {}
         for future in pending.values():
-            if not future.done():
-                future.set_exception(error)
+            self._fail(future, error)
 
     def close(self) -> None:
         self._loop.remove_reader(self._fd)

@@ -23,9 +23,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from . import protocol
-from .codec import pack_message, unpack_message
+from .codec import Limits, pack_message, unpack_message
 from .errors import PayloadError, ProtocolError, TransportError
-from .transports import ChildEnd
+from .transports import DEFAULT_MAX_MESSAGE_SIZE, ChildEnd
 
 log = logging.getLogger("multifrost.child")
 
@@ -48,8 +48,9 @@ class ChildWorker:
 
     def __init__(self, service_id: str | None = None, *, namespace: str | None = None,
                  host: str = "127.0.0.1", port: int = 0, max_workers: int | None = None,
-                 shutdown_grace: float = 5.0) -> None:
+                 shutdown_grace: float = 5.0, limits: Limits | None = None) -> None:
         self.service_id = service_id
+        self.limits = limits  # decoding limits of calls, and the parents' limits results must respect
         if namespace is not None:
             self.namespace = namespace
         self.host = host
@@ -236,7 +237,7 @@ class ChildWorker:
         """Dispatch one message. Nothing a peer sends may stop the loop (or the watchdog):
         whatever fails here drops that message with one log line."""
         try:
-            message = protocol.parse(unpack_message(payload))
+            message = protocol.parse(unpack_message(payload, self.limits))
             kind = message.type
             if kind == protocol.CALL:
                 self._on_call(peer, message, on_loop, inline)
@@ -249,6 +250,9 @@ class ChildWorker:
                 log.debug("ignored a %s message", kind)
         except ProtocolError as exc:
             log.warning("dropped a message from peer %s: %s", peer.hex(), exc)
+            msg_id, kind = protocol.peek(payload)
+            if kind == protocol.CALL:  # whoever waits for it gets an answer, not a timeout
+                self._reply_error(peer, msg_id, f"ProtocolError: the call was dropped: {exc}")
         except Exception as exc:  # e.g. a heartbeat whose metadata cannot be echoed
             log.warning("dropped a message from peer %s: %s: %s", peer.hex(), type(exc).__name__, exc)
 
@@ -338,10 +342,10 @@ class ChildWorker:
             payload = self._result_payload(msg_id, fn, result)
         self._send(peer, payload)
 
-    @staticmethod
-    def _result_payload(msg_id: str, fn: Callable, result: Any) -> bytes:
+    def _result_payload(self, msg_id: str, fn: Callable, result: Any) -> bytes:
         try:
-            return pack_message(protocol.response(msg_id, result))
+            return protocol.check_size(pack_message(protocol.response(msg_id, result), limits=self.limits),
+                                       DEFAULT_MAX_MESSAGE_SIZE)
         except PayloadError as exc:
             name = getattr(fn, "__name__", "function")
             return pack_message(protocol.error(msg_id, f"PayloadError: result of '{name}' cannot be sent: {exc}"))

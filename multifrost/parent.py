@@ -26,6 +26,7 @@ from .metrics import Metrics, NullMetrics
 from .process import ChildProcess
 from .proxy import CallProxy
 from .targets import ConnectTarget, InprocessTarget, SpawnTarget
+from .transports import DEFAULT_MAX_MESSAGE_SIZE
 
 log = logging.getLogger("multifrost.parent")
 output_log = logging.getLogger("multifrost.child_output")
@@ -176,7 +177,8 @@ class ParentWorker:
         message = protocol.call(function, list(args), namespace or protocol.DEFAULT_NAMESPACE,
                                 self._options.client_name)
         try:
-            payload = pack_message(message)
+            payload = protocol.check_size(pack_message(message, limits=self._options.limits),
+                                          DEFAULT_MAX_MESSAGE_SIZE)
         except BaseException:
             if permit == "trial":
                 self._breaker.end_trial()

@@ -10,7 +10,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ProtocolError
+import msgpack
+
+from .errors import PayloadError, ProtocolError
 
 APP_ID = "comlink_ipc_v4"
 
@@ -169,3 +171,38 @@ def parse(obj: Any) -> Message:
     if msg_id is not None and not isinstance(msg_id, str):
         raise ProtocolError(f"message id is {type(msg_id).__name__}, not str")
     return Message(kind, msg_id, obj)
+
+
+def check_size(payload: bytes, max_message_size: int) -> bytes:
+    """Refuse, before sending, a message the transport's receiver would drop for its size."""
+    if len(payload) > max_message_size:
+        raise PayloadError(f"cannot send a message of {len(payload)} bytes: it is over the transport's "
+                           f"max_message_size={max_message_size} (the receiver would drop it)")
+    return payload
+
+
+_PEEK_LIMIT = 1024  # longest key or id a salvage reads; longer values are skipped unread
+
+
+def peek(payload: bytes) -> tuple[str | None, str | None]:
+    """Best effort, for a message the codec refused: its ``(id, type)`` when the top level is a
+    map of this app whose ``id`` and ``type`` can be read, without building any other value."""
+    found: dict[str, Any] = {}
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(payload), 1), max_str_len=_PEEK_LIMIT,
+                                max_bin_len=_PEEK_LIMIT, max_array_len=0, max_map_len=0, strict_map_key=False)
+    try:
+        unpacker.feed(payload)
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            if key in ("app", "id", "type") and key not in found:
+                found[key] = unpacker.unpack()
+                if len(found) == 3:
+                    break
+            else:
+                unpacker.skip()
+    except Exception:  # truncated, not a map, a key past the limits: read what we have
+        pass
+    msg_id, kind = found.get("id"), found.get("type")
+    if found.get("app") != APP_ID or not isinstance(msg_id, str) or not isinstance(kind, str):
+        return None, None
+    return msg_id, kind

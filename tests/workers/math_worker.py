@@ -20,6 +20,15 @@ class MathWorker(ChildWorker):
     def echo_all(self, *values):
         return list(values)
 
+    def length(self, value):
+        return len(value)
+
+    def make_bytes(self, n):
+        return b"\0" * n
+
+    def make_list(self, n):
+        return [0] * n
+
     def fail(self, text):
         raise ValueError(text)
 
