@@ -25,6 +25,9 @@ log = logging.getLogger("multifrost.parent")
 
 OutputHandler = Callable[[protocol.Message], None]
 
+#: Handed out like output when the end reports a dropped connection (see ``_Channel.on_drop``).
+_DROPPED = object()
+
 #: How often a caller blocked by the high-water mark looks at the socket again (seconds).
 _SEND_RETRY = 0.01
 
@@ -38,6 +41,15 @@ class _Channel:
         self._limits = limits
         self._pending: dict = {}
         self._failure: MultifrostError | None = None
+        self._drops = end.drops
+        #: Called (outside the channel's lock) when the end's connection was dropped.
+        self.on_drop: Callable[[], None] | None = None
+
+    def _check_drops(self, outputs: list) -> None:
+        """After a drain: note a connection the end saw dropped, for ``on_drop``."""
+        if self.end.drops != self._drops:
+            self._drops = self.end.drops
+            outputs.append(_DROPPED)
 
     @property
     def in_flight(self) -> int:
@@ -76,7 +88,11 @@ class _Channel:
     def _hand_out(self, outputs: list) -> None:
         for message in outputs:
             try:
-                self._on_output(message)
+                if message is _DROPPED:
+                    if self.on_drop is not None:
+                        self.on_drop()
+                else:
+                    self._on_output(message)
             except Exception:
                 log.exception("the output handler raised")
 
@@ -270,6 +286,7 @@ class SyncChannel(_Channel):
         while True:
             payload = recv()
             if payload is None:
+                self._check_drops(outputs)
                 return got
             got = True
             message = self._decode(payload)
@@ -418,6 +435,7 @@ class AsyncChannel(_Channel):
             message = self._decode(payload)
             if message is not None:
                 self._deliver(message, outputs)
+        self._check_drops(outputs)
         self._hand_out(outputs)
 
     def _resolve(self, future: asyncio.Future, message: protocol.Message) -> None:

@@ -20,7 +20,7 @@ from .channel import AsyncChannel, SignallingWaiter, SyncChannel, _read_all
 from .circuit import CLOSED, CircuitBreaker
 from .codec import Limits, pack_message
 from .errors import (CallTimeoutError, CircuitOpenError, MultifrostError, RemoteCallError,
-                     TransportClosed, WorkerCrashedError, WorkerStartError)
+                     TransportClosed, TransportError, WorkerCrashedError, WorkerStartError)
 from .logs import bind
 from .metrics import Metrics, NullMetrics
 from .process import ChildProcess
@@ -74,6 +74,7 @@ class ParentWorker:
         self.metrics = Metrics() if options.metrics else NullMetrics()
         self._log = bind(log, worker_id=target.name, service_id=getattr(target, "service_id", None))
         self._restart_requested = False
+        self._drop_seen = False  # sync API: the channel saw its connection dropped
         self._restarting = False
         self._exiting = False  # this process is exiting (signal, atexit): never restart the child
         self._live_key: int | None = None
@@ -322,6 +323,7 @@ class ParentWorker:
         """Open the end (spawning or discovering), then wait until the worker echoes a heartbeat."""
         end, process = self._target.open()
         channel = SyncChannel(end, self._on_output, self._options.limits)
+        channel.on_drop = self._on_drop
         self._channel, self._process = channel, process
         deadline = time.monotonic() + self._options.start_timeout
         while True:
@@ -415,11 +417,21 @@ class ParentWorker:
                 if process.exit_fd in ready:
                     self._drain_last_words(channel)
                     self._on_exit(process)
+            if self._drop_seen and channel is not None:
+                self._drop_seen = False
+                self._drain_last_words(channel)
+                self._after_drop(channel)
             if self._restart_requested:
                 self._restart_requested = False
                 self._restart_loop(attempts=1)
             if channel is not None and channel is self._channel and self._down is None:
                 beat.tick(self, channel)
+
+    def _on_drop(self) -> None:
+        """The channel saw its connection dropped (any thread): the supervisor looks into it."""
+        self._drop_seen = True
+        if self._wake_w >= 0:
+            os.write(self._wake_w, b"x")
 
     def _drain_last_words(self, channel: SyncChannel) -> None:
         """The child exited: replies it sent just before may still be on their way through
@@ -630,6 +642,7 @@ class ParentWorker:
     async def _aestablish(self) -> None:
         end, process = await self._target.aopen()
         channel = AsyncChannel(end, self._on_output, self._options.limits)
+        channel.on_drop = lambda: self._loop.call_later(_LAST_WORDS, self._after_drop, channel)
         self._channel, self._process = channel, process
         deadline = time.monotonic() + self._options.start_timeout
         while True:
@@ -773,6 +786,17 @@ class ParentWorker:
                 self._heartbeat_rtt(reply)
 
     # -- heartbeats and output (shared) -----------------------------------------------------
+
+    def _after_drop(self, channel: SyncChannel | AsyncChannel) -> None:
+        """A connection to the worker was dropped ``_LAST_WORDS`` ago: unless the child died
+        (its exit fails the calls as a crash), fail the calls in flight now, not at their
+        timeouts; the connection comes back by itself for later calls."""
+        process = self._process
+        if channel is not self._channel or self._closing or (process is not None and process.returncode is not None):
+            return
+        channel.drain()
+        channel.fail_all(TransportError(f"the connection to {self._target.describe()} was dropped (it went away, "
+                                        f"or a message over its limits cut it); calls in flight failed"))
 
     def _heartbeat_rtt(self, reply: protocol.Message, arrived: float | None = None) -> float:
         """An echo came back (at ``arrived``, default now): note the RTT; the worker is healthy."""

@@ -10,11 +10,11 @@ import time
 import pytest
 
 from helpers import CLIENTS
-from multifrost import ParentWorker, PayloadError, ProtocolError, RemoteCallError
-from multifrost.codec import Limits
-from test_hostile import raw_parent  # noqa: F401  (fixture)
-from multifrost import protocol
-from multifrost.codec import pack_message
+import msgpack
+
+from multifrost import ParentWorker, PayloadError, ProtocolError, RemoteCallError, TransportError, protocol
+from multifrost.codec import Limits, pack_message
+from test_hostile import GARBAGE_ROUTER, raw_parent  # noqa: F401  (a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MATH = os.path.join(HERE, "workers", "math_worker.py")
@@ -95,7 +95,6 @@ def test_a_call_the_child_drops_is_answered_with_an_error(raw_parent):  # noqa: 
     assert reply["result"] == 2
     # the ERROR to the dropped call came first (replies leave in order)
     raw_parent.send([b"", pack_message(message, max_depth=1000)])
-    import msgpack
     deadline = time.monotonic() + 30
     while True:
         assert raw_parent.sock.poll(int(max(0, deadline - time.monotonic()) * 1000)), "no answer to the dropped call"
@@ -103,3 +102,34 @@ def test_a_call_the_child_drops_is_answered_with_an_error(raw_parent):  # noqa: 
         if answer.get("id") == message["id"]:
             break
     assert answer["type"] == "error" and "max_depth" in answer["error"]
+
+
+def test_a_frame_past_the_size_limit_does_not_make_a_spawned_child_deaf(raw_parent):  # noqa: F811
+    """ZeroMQ cuts the child's connection for a frame over 65 MiB and never dials again by
+    itself; the child does. A raw parent's call queued behind the frame is lost with the
+    connection (a multifrost parent fails it at once); a later one is answered."""
+    raw_parent.send([b"", b"\x00" * (66 * MiB)])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert raw_parent.call("add", [20, 22], timeout=1.0)["result"] == 42
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "the child never answered again"
+    assert raw_parent.proc.poll() is None
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_connection_cut_by_an_oversize_reply_fails_the_call_at_once_and_comes_back(api):
+    """A foreign worker (raw pyzmq, no limits) answers with a frame over the parent's 65 MiB
+    maximum: ZeroMQ cuts that connection; the call fails at once with TransportError (it
+    has no timeout at all), the connection comes back, and the next call succeeds."""
+    client = CLIENTS[api](ParentWorker.spawn(GARBAGE_ROUTER, on_output=lambda stream, text: None))
+    client.start()
+    try:
+        with pytest.raises(TransportError, match="dropped"):
+            client.call("huge", 66 * MiB)
+        assert client.call("bounce", [], 5, timeout=30.0) == 5
+        assert client.call("huge", MiB, timeout=30.0) == b"\0" * MiB
+    finally:
+        client.close()

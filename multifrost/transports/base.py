@@ -92,6 +92,11 @@ class _End(ABC, Generic[T]):
     #: The endpoint as resolved after bind (``tcp://127.0.0.1:0`` reports its real port).
     endpoint: str
 
+    #: How many connections of this end were dropped so far (the peer went away, or the
+    #: connection was cut for a frame over ``max_message_size`` or another protocol error),
+    #: as seen by ``recv_nowait``; a connecting end dials again by itself.
+    drops: int = 0
+
     def __init__(self) -> None:
         self._waiters_lock = threading.Lock()
         self._closing = False

@@ -27,8 +27,13 @@ connection dies (including ones sent before ZeroMQ notices) are lost with it: th
 above must time out and retry, not assume delivery.
 
 ``max_message_size`` sets ``ZMQ_MAXMSGSIZE``: a peer sending a larger frame is disconnected
-by ZeroMQ (what was in flight on that connection is lost; a connecting peer reconnects).
-ZeroMQ does not enforce it on ``inproc://`` (no decoder there).
+by ZeroMQ (what was in flight on that connection is lost). ZeroMQ does not enforce it on
+``inproc://`` (no decoder there).
+
+Dropped connections (tcp, ipc): each end watches its socket's monitor for
+``EVENT_DISCONNECTED`` (read in ``recv_nowait``, no thread) and counts them in ``drops``.
+libzmq never reconnects a connection it dropped for a protocol error (a frame over
+``MAXMSGSIZE`` is one), so a connecting end re-establishes its connection itself.
 
 ``close()`` uses LINGER 0 (unsent messages are discarded). ZeroMQ closes listeners in its
 I/O thread, a moment after ``close()`` returns, so a new bind of an endpoint this process
@@ -46,6 +51,7 @@ import time
 
 import zmq
 from zmq.backend import Socket as _BaseSocket
+from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import TransportClosed, TransportError
 from . import Endpoint
@@ -63,6 +69,7 @@ _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _Again = zmq.Again
 _ZMQError = zmq.ZMQError
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 
 #: How long a bind waits for a listener this process closed itself to go away.
 _RELEASE_GRACE = 2.0
@@ -122,6 +129,9 @@ class _ZmqEnd:
             action = "bind" if bind else "connect"
             raise TransportError(f"cannot {action} {endpoint}: {exc}") from exc
         self._sock = sock
+        self._monitor = sock.get_monitor_socket(_DISCONNECTED) if endpoint.scheme != "inproc" else None
+        self._monitor_get = _BaseSocket.get.__get__(self._monitor) if self._monitor is not None else None
+        self.drops = 0
         self._fd = sock.getsockopt(zmq.FD)
         # pyzmq's Cython methods, bound directly: the Python-level wrappers of zmq.Socket
         # (routing ids, groups, enum results) cost about a microsecond a call.
@@ -160,6 +170,28 @@ class _ZmqEnd:
             self._send_refused = False
         return events & _POLLIN
 
+    def _watch_connections(self) -> None:
+        """Read the monitor: count dropped connections; a connecting end dials again at once
+        (libzmq does not reconnect after a protocol error, such as a frame over MAXMSGSIZE)."""
+        monitor = self._monitor
+        if monitor is None or not self._monitor_get(_EVENTS) & _POLLIN:
+            return
+        while True:
+            try:
+                event = parse_monitor_message(monitor.recv_multipart(_NOBLOCK))
+            except _Again:
+                return
+            if event["event"] != _DISCONNECTED:
+                continue
+            self.drops += 1
+            log.warning("%s: the connection to %s was dropped", self.endpoint, event["endpoint"].decode(errors="replace"))
+            if not self._bound:
+                try:
+                    self._sock.disconnect(self.endpoint)
+                except _ZMQError:  # libzmq already forgot it
+                    pass
+                self._sock.connect(self.endpoint)
+
     def _drop(self, frames: list[bytes], expected: str) -> None:
         while self._get(_RCVMORE):
             frames.append(self._recv())
@@ -171,6 +203,9 @@ class _ZmqEnd:
             return
         self._closed = True
         self._wake_waiters()
+        if self._monitor is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
         self._sock.close(linger=int(linger * 1000))
         if self._bound:
             _released[self.endpoint] = time.monotonic() + _RELEASE_GRACE
@@ -250,6 +285,7 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
             if not first and not get(_RCVMORE):
                 return second
             self._drop([first, second], "[b'', payload] or [payload]")
+        self._watch_connections()
         return None
 
 
@@ -303,6 +339,7 @@ class ZmqChildEnd(_ZmqEnd, ChildEnd):
                         return peer, payload
                     frames.append(payload)
             self._drop(frames, "[identity, b'', payload] or [identity, payload]")
+        self._watch_connections()
         return None
 
     @property

@@ -1,5 +1,6 @@
 """A raw pyzmq child (no multifrost) that answers bounce(garbage, value) with each garbage message
-of ``garbage`` (a list of frame lists, sent after the peer identity) first, then the right reply."""
+of ``garbage`` (a list of frame lists, sent after the peer identity) first, then the right reply;
+and huge(n) with a result of n bytes, whatever the parent's limits (no checks here)."""
 import os
 import time
 
@@ -22,6 +23,10 @@ while True:
         metadata = {**message.get("metadata", {}), "hb_response": True}
         echo = {"app": APP, "id": message["id"], "type": "heartbeat", "timestamp": time.time(), "metadata": metadata}
         sock.send_multipart([peer, b"", msgpack.packb(echo)])
+    elif kind == "call" and message.get("function") == "huge":
+        reply = {"app": APP, "id": message["id"], "type": "response", "timestamp": time.time(),
+                 "result": b"\0" * message["args"][0]}
+        sock.send_multipart([peer, b"", msgpack.packb(reply)])
     elif kind == "call":
         garbage, value = message["args"]
         for parts in garbage:
