@@ -24,13 +24,14 @@ from typing import Any, Callable
 
 from . import protocol
 from .codec import Limits, pack_message, unpack_message
-from .errors import PayloadError, ProtocolError, TransportError
+from .errors import PayloadError, ProtocolError
+from .held import DEFAULT_BUDGET, HeldReplies
 from .transports import DEFAULT_MAX_MESSAGE_SIZE, ChildEnd
 
 log = logging.getLogger("multifrost.child")
 
 TAKEOVER = 0.01  # seconds a plain method may hold the loop before the watchdog serves the socket
-_BACKLOG_RETRY = 0.005  # seconds between retries of replies refused at the high-water mark
+_HELD_RETRY = 0.1  # seconds: held replies are retried on every wake-up, and at least this often
 
 
 class _Gone(Exception):
@@ -48,7 +49,8 @@ class ChildWorker:
 
     def __init__(self, service_id: str | None = None, *, namespace: str | None = None,
                  host: str = "127.0.0.1", port: int = 0, max_workers: int | None = None,
-                 shutdown_grace: float = 5.0, limits: Limits | None = None) -> None:
+                 shutdown_grace: float = 5.0, limits: Limits | None = None,
+                 max_held_bytes: int = DEFAULT_BUDGET) -> None:
         self.service_id = service_id
         self.limits = limits  # decoding limits of calls, and the parents' limits results must respect
         if namespace is not None:
@@ -70,7 +72,8 @@ class ChildWorker:
         self._pool_calls: dict[Future, tuple[bytes, str]] = {}  # -> (peer, msg_id)
         self._stuck_calls = 0  # plain calls still running when serve() returned
         self._pool: ThreadPoolExecutor | None = None
-        self._backlog: list[tuple[bytes, bytes]] = []
+        self._held = HeldReplies(max_held_bytes)  # replies to peers that are not reading
+        self._held_retry: asyncio.TimerHandle | None = None
         self._early_output: deque[bytes] = deque(maxlen=1000)
         self._inline_since: float | None = None
         self._quick: set[Callable] = set()  # plain methods whose last run was quick: run inline
@@ -139,6 +142,9 @@ class ChildWorker:
                 watcher.cancel()
             await self._abandon_in_flight()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._held_retry is not None:
+                self._held_retry.cancel()
+                self._held_retry = None
             self._end = None
 
     def stop(self) -> None:
@@ -214,13 +220,10 @@ class ChildWorker:
                 end = self._end
         finally:
             self._draining = False
-        if self._backlog:
+        if self._held and end is not None:
             with self._io_lock:
-                backlog, self._backlog = self._backlog, []
-            for peer, payload in backlog:
-                self._send(peer, payload)
-            if self._backlog:  # the peer is still not reading: look again shortly
-                self._loop.call_later(_BACKLOG_RETRY, self._drain)
+                self._held.flush(end)
+            self._arm_held_retry()
         if self._early_output and end is not None and end.peers:
             early, self._early_output = list(self._early_output), deque(maxlen=1000)
             with self._io_lock:
@@ -359,14 +362,24 @@ class ChildWorker:
         self._send(peer, pack_message(protocol.error(msg_id, text)))
 
     def _send(self, peer: bytes, payload: bytes) -> None:
-        """Send one reply; hold it at the high-water mark, drop it (logged) if the peer is gone."""
+        """Send one reply; hold it while the peer is not reading (within ``max_held_bytes``)."""
         def send(end: ChildEnd) -> None:
-            try:
-                if not end.send_nowait(peer, payload):
-                    self._backlog.append((peer, payload))
-            except TransportError as exc:
-                log.warning("dropped a reply to peer %s: %s", peer.hex(), exc)
+            self._held.send(end, peer, payload)
         self._with_end(send)
+        if self._held and self._end is not None:
+            if threading.get_ident() == self._loop_thread:
+                self._arm_held_retry()
+            else:
+                self._loop.call_soon_threadsafe(self._arm_held_retry)
+
+    def _arm_held_retry(self) -> None:
+        """On the loop: look at held replies again soon, in case no wake-up says there is room."""
+        if self._held and self._held_retry is None:
+            self._held_retry = self._loop.call_later(_HELD_RETRY, self._held_retry_due)
+
+    def _held_retry_due(self) -> None:
+        self._held_retry = None
+        self._drain()
 
     def send_output(self, stream: str, text: str) -> None:
         """Send printed text to every parent this worker has heard from (best effort)."""

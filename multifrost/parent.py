@@ -417,10 +417,14 @@ class ParentWorker:
                 if process.exit_fd in ready:
                     self._drain_last_words(channel)
                     self._on_exit(process)
-            if self._drop_seen and channel is not None:
+            if self._drop_seen:
                 self._drop_seen = False
-                self._drain_last_words(channel)
-                self._after_drop(channel)
+                if channel is not None and channel is self._channel:
+                    try:
+                        self._drain_last_words(channel)
+                    except (OSError, ValueError, MultifrostError):
+                        continue  # the channel was replaced or closed meanwhile
+                    self._after_drop(channel)
             if self._restart_requested:
                 self._restart_requested = False
                 self._restart_loop(attempts=1)

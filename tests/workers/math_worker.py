@@ -29,6 +29,10 @@ class MathWorker(ChildWorker):
     def make_list(self, n):
         return [0] * n
 
+    def backlog(self):
+        """What this worker holds for peers that do not read: [bytes held, replies dropped]."""
+        return [self._held.bytes_held, self._held.dropped]
+
     def fail(self, text):
         raise ValueError(text)
 
