@@ -115,7 +115,7 @@ class ChildWorker:
         from .runner import run_worker
         run_worker(self)
 
-    async def serve(self, end: ChildEnd, *, parent_pid: int | None = None) -> None:
+    async def serve(self, end: ChildEnd) -> None:
         """Serve ``end`` on the running loop until ``stop()`` or a SHUTDOWN message."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -128,7 +128,6 @@ class ChildWorker:
         watchdog.start()
         fd = end.fileno()
         self._loop.add_reader(fd, self._drain)
-        watcher = self._loop.create_task(self._watch_parent(parent_pid)) if parent_pid else None
         try:
             self._drain()
             await self._stopping.wait()
@@ -138,8 +137,6 @@ class ChildWorker:
             self._serving.clear()
             self._watch_stop.set()
             watchdog.join()
-            if watcher is not None:
-                watcher.cancel()
             await self._abandon_in_flight()
             self._pool.shutdown(wait=False, cancel_futures=True)
             if self._held_retry is not None:
@@ -179,13 +176,6 @@ class ChildWorker:
         if stuck or tasks:
             log.warning("stopping: %d call(s) did not finish within the grace and were answered with an error",
                         len(stuck) + len(tasks))
-
-    async def _watch_parent(self, parent_pid: int) -> None:
-        """Spawn mode: stop when the parent process is gone (we were re-parented)."""
-        while os.getppid() == parent_pid:
-            await asyncio.sleep(0.5)
-        log.warning("parent process %d is gone; stopping", parent_pid)
-        self._stopping.set()
 
     def _watch(self, end: ChildEnd) -> None:
         """Watchdog thread: serve the socket while a plain method holds the loop."""

@@ -68,8 +68,19 @@ def _install() -> None:
 
 
 def _on_exit_signal(signum: int, frame) -> None:
-    """SIGINT/SIGTERM: stop every live worker's child, then do what the previous handler did."""
-    stop_live_children()
+    """SIGINT/SIGTERM: stop every live worker's child, then do what the previous handler did.
+
+    On SIGINT the children get SIGTERM at once and a thread gives them the grace and SIGKILL,
+    so that KeyboardInterrupt reaches the interrupted code without waiting for them."""
+    if signum == signal.SIGINT:
+        processes = _exiting_children()
+        for process in processes:
+            process.terminate()
+        if processes:
+            threading.Thread(target=stop_processes, args=(processes, STOP_GRACE), name="multifrost-reaper",
+                             daemon=True).start()
+    else:
+        stop_live_children()
     previous = _previous_handlers.get(signum, signal.SIG_DFL)
     if callable(previous):
         previous(signum, frame)
@@ -83,6 +94,14 @@ def _on_exit_signal(signum: int, frame) -> None:
 def stop_live_children() -> None:
     """The process is exiting: SIGTERM every live worker's child (SIGKILL after a grace) and
     keep the workers from restarting them. Takes no lock a caller might hold."""
+    processes = _exiting_children()
+    if processes:
+        log.info("stopping %d worker process(es): this process is exiting", len(processes))
+        stop_processes(processes, STOP_GRACE)
+
+
+def _exiting_children() -> list[ChildProcess]:
+    """Tell every live worker that this process is exiting; their child processes."""
     processes = []
     for ref in list(_live.values()):
         worker = ref()
@@ -91,6 +110,4 @@ def stop_live_children() -> None:
         process = worker._exit_now()
         if process is not None:
             processes.append(process)
-    if processes:
-        log.info("stopping %d worker process(es): this process is exiting", len(processes))
-        stop_processes(processes, STOP_GRACE)
+    return processes

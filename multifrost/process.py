@@ -111,6 +111,10 @@ class ChildProcess:
         """End the process: SIGTERM to its session, wait ``grace`` s, then SIGKILL; reap it."""
         stop_processes([self], grace)
 
+    def terminate(self) -> None:
+        """SIGTERM to the process's session; returns at once."""
+        self._signal(signal.SIGTERM)
+
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the process to exit; True when it has."""
         try:

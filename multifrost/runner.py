@@ -11,6 +11,7 @@ import sys
 
 from . import protocol
 from . import transports
+from .parent_watch import ParentWatch
 from .transports import open_child_end
 
 log = logging.getLogger("multifrost.child")
@@ -103,13 +104,21 @@ def _run_spawned(worker) -> None:
         fatal(str(exc))
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = OutputStream(worker, protocol.STDOUT), OutputStream(worker, protocol.STDERR)
+    watch = ParentWatch(os.getppid(), lambda: _orphaned(worker))
     try:
-        _serve(worker, end, parent_pid=os.getppid())
+        _serve(worker, end)
     finally:
+        watch.close()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         sys.stdout, sys.stderr = streams
-        end.close(linger=FLUSH_LINGER)
+        end.close(linger=0 if watch.gone else FLUSH_LINGER)
+
+
+def _orphaned(worker) -> None:
+    """The parent died: nobody waits for the calls in flight any more; stop without a grace."""
+    worker.shutdown_grace = 0
+    worker.stop()
 
 
 def _run_service(worker) -> None:
@@ -122,20 +131,20 @@ def _run_service(worker) -> None:
         registry.register(worker.service_id, port)
         log.info("service %r serving on %s", worker.service_id, end.endpoint)
         try:
-            _serve(worker, end, parent_pid=None)
+            _serve(worker, end)
         finally:
             registry.unregister(worker.service_id)
     finally:
         end.close(linger=FLUSH_LINGER)
 
 
-def _serve(worker, end, parent_pid: int | None) -> None:
+def _serve(worker, end) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, worker.stop)
         try:
-            await worker.serve(end, parent_pid=parent_pid)
+            await worker.serve(end)
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)

@@ -107,3 +107,23 @@ class AsyncClient:
 
 
 CLIENTS = {"sync": SyncClient, "async": AsyncClient}
+
+
+def wait_until(condition, what: str, timeout: float = 15.0):
+    """Poll ``condition`` until it is true (returns its value); fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.005)
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -5,16 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from helpers import alive
 from multifrost import RemoteCallError, WorkerStartError
 from multifrost.pool import WorkerPool
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_sync_calls_are_correct_and_spread_over_distinct_processes(worker_script):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helpers import CLIENTS
+from helpers import CLIENTS, alive, wait_until
 from multifrost import CallTimeoutError, ParentWorker, RemoteCallError, WorkerCrashedError
 from multifrost.registry import FileRegistry
 
@@ -18,25 +18,6 @@ MATH = os.path.join(WORKERS, "math_worker.py")
 SLOW = os.path.join(WORKERS, "slow_worker.py")
 FLAKY = os.path.join(WORKERS, "flaky_start.py")
 PARENT_APP = os.path.join(WORKERS, "parent_app.py")
-
-
-def wait_until(condition, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.005)
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture(params=["sync", "async"])

@@ -1,6 +1,7 @@
 """The worker the end-to-end tests spawn (and serve in-process)."""
 import asyncio
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -19,6 +20,20 @@ class MathWorker(ChildWorker):
 
     def echo_all(self, *values):
         return list(values)
+
+    def hold(self, path, seconds):
+        """Create ``path``, then block a thread for ``seconds``."""
+        open(path, "w").close()
+        time.sleep(seconds)
+
+    async def hold_loop(self, path, seconds):
+        """Create ``path``, then block the event loop itself for ``seconds`` (on purpose)."""
+        open(path, "w").close()
+        time.sleep(seconds)
+
+    def sleeper(self, seconds):
+        """Start ``sleep SECONDS`` (in this worker's session) and return its pid."""
+        return subprocess.Popen(["sleep", str(seconds)]).pid
 
     def length(self, value):
         return len(value)

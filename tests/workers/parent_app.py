@@ -1,12 +1,15 @@
 """A parent process for the exit tests: starts a worker, prints the child's pid, then waits.
 
-    parent_app.py MODE WORKER_SCRIPT
+    parent_app.py MODE WORKER_SCRIPT [CALL_JSON]
 
 MODE: ``default`` (no handlers of its own), ``user`` (its own SIGTERM handler, installed first),
 ``async`` (the async API under asyncio.run), ``atexit`` (returns without closing the worker),
-``thread`` (starts the worker from another thread), ``ignored`` (SIGINT ignored before start).
+``thread`` (starts the worker from another thread), ``ignored`` (SIGINT ignored before start),
+``call`` (reports the result of CALL_JSON, ``[function, args]``, then waits), ``busy`` (makes that
+call in a thread of its own, then waits).
 """
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -49,5 +52,13 @@ else:
     report("pid", worker.pid)
     if mode == "ignored":
         report("sigint", "ignored" if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else "handled")
+    if mode == "call":
+        try:
+            report("result", json.dumps(worker.call_function(*json.loads(sys.argv[3]))))
+        except KeyboardInterrupt:
+            report("interrupted")
+            raise
+    if mode == "busy":
+        threading.Thread(target=worker.call_function, args=json.loads(sys.argv[3]), daemon=True).start()
     if mode not in ("atexit", "thread", "ignored"):
         sys.stdin.read()
