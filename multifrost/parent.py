@@ -18,6 +18,7 @@ from typing import Any, Callable
 from . import exit_hooks, protocol
 from .channel import AsyncChannel, SignallingWaiter, SyncChannel, _read_all
 from .circuit import CLOSED, CircuitBreaker
+from .heartbeats import Heartbeats
 from .codec import Limits, pack_message
 from .errors import (CallTimeoutError, CircuitOpenError, MultifrostError, RemoteCallError,
                      TransportClosed, TransportError, WorkerCrashedError, WorkerStartError)
@@ -34,7 +35,7 @@ output_log = logging.getLogger("multifrost.child_output")
 _UNSET: Any = object()
 _START_PROBE = 0.25  # seconds between readiness heartbeats while a worker starts
 _LAST_WORDS = 0.05  # seconds a dead child's last replies get to arrive before its calls fail
-_CLOSE_GRACE = 2.0  # seconds a child gets to exit after SHUTDOWN, and again after SIGTERM
+CLOSE_GRACE = 1.0  # default seconds a child gets to exit after SHUTDOWN, and again after SIGTERM
 _BACKOFF_START, _BACKOFF_CAP = 0.1, 5.0
 
 
@@ -69,7 +70,8 @@ class ParentWorker:
         # max_restart_attempts failed restarts (or restarted children that die before answering).
         threshold = max(1, options.max_restart_attempts) + (1 if options.auto_restart else 0)
         self._breaker = CircuitBreaker(threshold, options.circuit_reset_timeout)
-        self._misses = 0
+        self._beats = Heartbeats(options.heartbeat_interval, options.heartbeat_timeout,
+                                 options.heartbeat_max_misses, time.monotonic())
         self._healthy = False
         self.metrics = Metrics() if options.metrics else NullMetrics()
         self._log = bind(log, worker_id=target.name, service_id=getattr(target, "service_id", None))
@@ -274,8 +276,13 @@ class ParentWorker:
                 self._teardown(self._down)
                 raise
 
-    def close(self) -> None:
-        """Stop heartbeats, shut the child down (spawn) and release everything; idempotent."""
+    def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Stop heartbeats, shut the child down (spawn) and release everything; idempotent.
+
+        The child gets SHUTDOWN, then SIGTERM after ``grace`` seconds, then SIGKILL (with every
+        process of its session) after ``grace`` more: at most about 2 x ``grace`` in all.
+        """
+        _check_grace(grace)
         if self._mode == "async":
             raise RuntimeError("this worker was started with astart(); close it with await aclose()")
         if self._closing:
@@ -287,7 +294,7 @@ class ParentWorker:
             self._supervisor.join()
             self._supervisor = None
         with self._state_lock:
-            self._teardown(TransportClosed(f"{self._target.describe()} was closed"), shutdown=True)
+            self._teardown(TransportClosed(f"{self._target.describe()} was closed"), shutdown=True, grace=grace)
             self._target.close()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
@@ -355,7 +362,7 @@ class ParentWorker:
         still opens the circuit instead of being restarted forever."""
         self._down = None
         self._healthy = True
-        self._misses = 0
+        self._beats.restart(time.monotonic())
         self.metrics.circuit_state = self._breaker.state
 
     def _wait_ready(self, timeout: float | None, permit: str) -> tuple[SyncChannel, float | None]:
@@ -377,7 +384,7 @@ class ParentWorker:
                 raise CallTimeoutError(f"{self._target.describe()} did not come back within the timeout")
             self._ready.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
 
-    def _teardown(self, reason: MultifrostError, shutdown: bool = False) -> None:
+    def _teardown(self, reason: MultifrostError, shutdown: bool = False, grace: float = CLOSE_GRACE) -> None:
         """Fail calls in flight with ``reason`` and release the channel and the process."""
         channel, process = self._channel, self._process
         if channel is not None:
@@ -385,9 +392,7 @@ class ParentWorker:
                 channel.end.send_nowait(pack_message(protocol.shutdown()))
             channel.fail_all(reason, final=True)
         if process is not None:
-            if not (shutdown and process.wait(_CLOSE_GRACE)):
-                process.stop(_CLOSE_GRACE)
-            process.close()
+            _stop_process(process, shutdown, grace)
         if channel is not None:
             channel.close()
             channel.end.close()
@@ -395,7 +400,7 @@ class ParentWorker:
 
     def _supervise(self) -> None:
         """The sync API's one background thread: output, crashes, restarts, heartbeats."""
-        beat = _HeartbeatClock(self._options)
+        beat = _HeartbeatClock(self)
         while not self._closing:
             process = self._process
             fds = [self._wake_r] + ([process.exit_fd, process.stderr_fd] if process is not None else [])
@@ -611,8 +616,12 @@ class ParentWorker:
             await self._ateardown(self._down)
             raise
 
-    async def aclose(self) -> None:
-        """Stop heartbeats, shut the child down (spawn) and release everything; idempotent."""
+    async def aclose(self, grace: float = CLOSE_GRACE) -> None:
+        """Stop heartbeats, shut the child down (spawn) and release everything; idempotent.
+
+        ``grace`` as for ``close()``.
+        """
+        _check_grace(grace)
         if self._mode == "sync":
             raise RuntimeError("this worker was started with start(); close it with close()")
         if self._closing:
@@ -623,7 +632,7 @@ class ParentWorker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._ateardown(TransportClosed(f"{self._target.describe()} was closed"), shutdown=True)
+        await self._ateardown(TransportClosed(f"{self._target.describe()} was closed"), shutdown=True, grace=grace)
         if isinstance(self._target, InprocessTarget):
             await self._target.aclose()
         else:
@@ -681,7 +690,7 @@ class ParentWorker:
                 pass
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-    async def _ateardown(self, reason: MultifrostError, shutdown: bool = False) -> None:
+    async def _ateardown(self, reason: MultifrostError, shutdown: bool = False, grace: float = CLOSE_GRACE) -> None:
         channel, process = self._channel, self._process
         self._channel = self._process = None
         if process is not None:
@@ -692,16 +701,11 @@ class ParentWorker:
                 channel.end.send_nowait(pack_message(protocol.shutdown()))
             channel.fail_all(reason, final=True)
         if process is not None:
-            await asyncio.to_thread(self._stop_process, process, shutdown)
+            await asyncio.to_thread(_stop_process, process, shutdown, grace)
         if channel is not None:
             channel.close()
             channel.end.close()
 
-    @staticmethod
-    def _stop_process(process: ChildProcess, shutdown: bool) -> None:
-        if not (shutdown and process.wait(_CLOSE_GRACE)):
-            process.stop(_CLOSE_GRACE)
-        process.close()
 
     def _aon_exit(self, process: ChildProcess) -> None:
         """The child exited on its own (exit fd reader): let its last replies in, then fail the rest."""
@@ -770,24 +774,30 @@ class ParentWorker:
         self._gave_up(attempts)
 
     async def _aheartbeats(self) -> None:
-        options = self._options
+        beats = self._beats
         while True:
-            await asyncio.sleep(options.heartbeat_interval)
+            await asyncio.sleep(max(0.0, beats.next_send - time.monotonic()))
             channel = self._channel
             if channel is None or self._down is not None:
+                beats.next_send = time.monotonic() + beats.interval
                 continue
             message = protocol.heartbeat()
-            try:
-                reply = await channel.request(message["id"], pack_message(message), options.heartbeat_timeout,
-                                              "heartbeat")
-            except CallTimeoutError:
-                self._heartbeat_missed()
-                if isinstance(self._target, ConnectTarget):
-                    await self._areconnect_if_moved()
-            except MultifrostError:
-                continue
-            else:
-                self._heartbeat_rtt(reply)
+            beats.sent(message["id"], time.monotonic())
+            self._spawn_task(self._aheartbeat(channel, message))
+
+    async def _aheartbeat(self, channel: AsyncChannel, message: dict) -> None:
+        """One heartbeat: its echo, or its expiry."""
+        try:
+            reply = await channel.request(message["id"], pack_message(message), self._options.heartbeat_timeout,
+                                          "heartbeat")
+        except CallTimeoutError:
+            self._heartbeat_expired(message["id"])
+            if isinstance(self._target, ConnectTarget):
+                await self._areconnect_if_moved()
+        except MultifrostError:
+            return
+        else:
+            self._heartbeat_rtt(reply)
 
     # -- heartbeats and output (shared) -----------------------------------------------------
 
@@ -807,18 +817,17 @@ class ParentWorker:
         sent = reply.hb_timestamp
         rtt = max(0.0, ((arrived or time.time()) - sent) * 1000) if sent is not None else 0.0
         self.metrics.heartbeat(rtt)
-        if self._misses >= self._options.heartbeat_max_misses:
+        if self._beats.echoed(reply.id):
             self._log.info("%s answers heartbeats again", self._target.describe())
-        self._misses = 0
         self._healthy = True
         self._breaker.record_success()
         self.metrics.circuit_state = self._breaker.state
         return rtt
 
-    def _heartbeat_missed(self) -> None:
-        self._misses += 1
-        if self._misses == self._options.heartbeat_max_misses:
-            self._log.warning("%s missed %d heartbeats in a row: unhealthy", self._target.describe(), self._misses)
+    def _heartbeat_expired(self, msg_id: str) -> None:
+        if self._beats.expired(msg_id):
+            self._log.warning("%s left %d heartbeats in a row unanswered: unhealthy", self._target.describe(),
+                              self._beats.unanswered)
             self._healthy = False
             self._breaker.record_failure()
             self.metrics.circuit_state = self._breaker.state
@@ -837,49 +846,57 @@ class ParentWorker:
 
 
 class _HeartbeatClock:
-    """The sync supervisor's heartbeat schedule: one heartbeat out at a time, never blocking."""
+    """The sync supervisor's heartbeats: sends them and collects their echoes without blocking."""
 
-    def __init__(self, options: _Options) -> None:
-        self.interval = options.heartbeat_interval
-        self.timeout = options.heartbeat_timeout
-        self.next_at = time.monotonic() + self.interval
-        self.waiter = None
-        self.msg_id = ""
-        self.deadline = 0.0
+    def __init__(self, worker: ParentWorker) -> None:
+        self.beats = worker._beats
+        self.on = worker._options.heartbeat_interval > 0
+        self.waiters: dict[str, SignallingWaiter] = {}
 
     def wait(self) -> float:
         """How long the supervisor may sleep before the next heartbeat event."""
-        if self.interval <= 0:
+        if not self.on:
             return 1.0
-        now = time.monotonic()
-        due = self.deadline if self.waiter is not None else self.next_at
-        return max(0.0, min(due - now, 1.0))
+        return max(0.0, min(self.beats.next_event() - time.monotonic(), 1.0))
 
     def tick(self, worker: ParentWorker, channel: SyncChannel) -> None:
-        if self.interval <= 0:
+        if not self.on:
             return
+        for msg_id, waiter in list(self.waiters.items()):
+            if waiter.done:
+                del self.waiters[msg_id]
+                if waiter.error is None:
+                    worker._heartbeat_rtt(waiter.message, waiter.arrived)
         now = time.monotonic()
-        if self.waiter is not None:
-            if self.waiter.done:
-                if self.waiter.error is None:
-                    worker._heartbeat_rtt(self.waiter.message, self.waiter.arrived)
-                self.waiter = None
-            elif now >= self.deadline:
-                channel.forget(self.msg_id)
-                self.waiter = None
-                worker._heartbeat_missed()
-                if isinstance(worker._target, ConnectTarget):
-                    worker._reconnect_if_moved()
-        if self.waiter is None and now >= self.next_at:
+        for msg_id in self.beats.overdue(now):
+            self.waiters.pop(msg_id, None)
+            channel.forget(msg_id)
+            worker._heartbeat_expired(msg_id)
+            if isinstance(worker._target, ConnectTarget):
+                worker._reconnect_if_moved()
+        if self.beats.due(now):
             message = protocol.heartbeat()
-            self.msg_id = message["id"]
             try:
-                self.waiter, _ = channel.submit(self.msg_id, pack_message(message),
-                                                lambda: SignallingWaiter(worker._wake_w))
+                waiter, _ = channel.submit(message["id"], pack_message(message),
+                                           lambda: SignallingWaiter(worker._wake_w))
             except MultifrostError:
                 return
-            self.deadline = now + self.timeout
-            self.next_at = now + self.interval
+            self.beats.sent(message["id"], now)
+            self.waiters[message["id"]] = waiter
+
+
+def _stop_process(process: ChildProcess, shutdown: bool, grace: float) -> None:
+    """After SHUTDOWN (if sent), give the child ``grace`` s to exit; then SIGTERM, ``grace`` s
+    more, and SIGKILL to its whole session, which also ends what it left running."""
+    if shutdown:
+        process.wait(grace)
+    process.stop(grace)
+    process.close()
+
+
+def _check_grace(grace: object) -> None:
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace < float("inf"):
+        raise ValueError(f"grace must be a finite number of seconds >= 0, got {grace!r}")
 
 
 def _backoff_delays(attempts: int) -> list[float]:

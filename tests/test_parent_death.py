@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from helpers import alive, wait_until
+from helpers import CLIENTS, alive, wait_until
+from multifrost import ParentWorker, TransportClosed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PARENT_APP = os.path.join(HERE, "workers", "parent_app.py")
@@ -80,3 +81,39 @@ def test_ctrl_c_in_a_blocking_call_raises_at_once_and_still_stops_the_child(tmp_
             proc.wait()
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             stream.close()
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_close_with_a_stuck_child_takes_twice_the_grace_and_ends_its_session(api, tmp_path):
+    marker = str(tmp_path / "started")
+    client = CLIENTS[api](ParentWorker.spawn(MATH))
+    client.start()
+    closed = False
+    try:
+        grandchild = client.call("sleeper", 60)
+        child = client.worker.pid
+        outcome = client.fire([("hold", (marker, 60))])
+        wait_until(lambda: os.path.exists(marker), "the child is in the method", timeout=30)
+        started = time.monotonic()
+        if api == "sync":
+            client.worker.close(grace=0.2)
+        else:
+            client.run(client.worker.aclose(grace=0.2))
+        took = time.monotonic() - started
+        closed = True
+        assert isinstance(outcome(30)[0], TransportClosed)
+        assert not alive(child) and not alive(grandchild)
+        print(f"close(grace=0.2) of a stuck child took {took:.2f} s")
+        assert took < 2.0  # generous: 2 x grace plus reaping
+    finally:
+        if not closed:
+            client.close()
+        elif api == "async":
+            client._stop_loop()
+
+
+@pytest.mark.parametrize("grace", [-1, float("inf"), float("nan"), True, "1"])
+def test_close_refuses_a_grace_that_is_not_a_finite_number(grace):
+    worker = ParentWorker.spawn(MATH)
+    with pytest.raises(ValueError, match="grace"):
+        worker.close(grace=grace)
