@@ -89,6 +89,7 @@ class ParentWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._aready: asyncio.Event | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._stopping: set[asyncio.Future] = set()  # child processes being stopped by a teardown
         self.call = CallProxy(self.call_function)
         self.acall = CallProxy(self.acall_function)
 
@@ -633,6 +634,7 @@ class ParentWorker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._ateardown(TransportClosed(f"{self._target.describe()} was closed"), shutdown=True, grace=grace)
+        await asyncio.gather(*self._stopping)
         if isinstance(self._target, InprocessTarget):
             await self._target.aclose()
         else:
@@ -700,11 +702,16 @@ class ParentWorker:
             if shutdown and process is not None:
                 channel.end.send_nowait(pack_message(protocol.shutdown()))
             channel.fail_all(reason, final=True)
-        if process is not None:
-            await asyncio.to_thread(_stop_process, process, shutdown, grace)
-        if channel is not None:
-            channel.close()
-            channel.end.close()
+        try:
+            if process is not None:  # a cancelled teardown still stops the process; aclose() waits for it
+                stopping = asyncio.ensure_future(asyncio.to_thread(_stop_process, process, shutdown, grace))
+                self._stopping.add(stopping)
+                stopping.add_done_callback(self._stopping.discard)
+                await asyncio.shield(stopping)
+        finally:
+            if channel is not None:
+                channel.close()
+                channel.end.close()
 
 
     def _aon_exit(self, process: ChildProcess) -> None:
