@@ -35,6 +35,7 @@ output_log = logging.getLogger("multifrost.child_output")
 _UNSET: Any = object()
 _START_PROBE = 0.25  # seconds between readiness heartbeats while a worker starts
 _LAST_WORDS = 0.05  # seconds a dead child's last replies get to arrive before its calls fail
+_DROP_WAIT = 1.0  # seconds a spawned child whose connection dropped gets to be seen exiting (a crash)
 CLOSE_GRACE = 1.0  # default seconds a child gets to exit after SHUTDOWN, and again after SIGTERM
 _BACKOFF_START, _BACKOFF_CAP = 0.1, 5.0
 
@@ -76,7 +77,7 @@ class ParentWorker:
         self.metrics = Metrics() if options.metrics else NullMetrics()
         self._log = bind(log, worker_id=target.name, service_id=getattr(target, "service_id", None))
         self._restart_requested = False
-        self._drop_seen = False  # sync API: the channel saw its connection dropped
+        self._drop_due: float | None = None  # sync API: when to look into a dropped connection
         self._restarting = False
         self._exiting = False  # this process is exiting (signal, atexit): never restart the child
         self._live_key: int | None = None
@@ -408,7 +409,8 @@ class ParentWorker:
             channel = self._channel
             try:
                 if channel is not None:
-                    ready = channel.poll_idle(beat.wait(), fds)
+                    wait = beat.wait() if self._drop_due is None else min(beat.wait(), self._drop_due - time.monotonic())
+                    ready = channel.poll_idle(max(0.0, wait), fds)
                 else:
                     ready = {self._wake_r} if _sleep_on(self._wake_r, 1.0) else set()
             except (OSError, ValueError, MultifrostError):
@@ -423,13 +425,9 @@ class ParentWorker:
                 if process.exit_fd in ready:
                     self._drain_last_words(channel)
                     self._on_exit(process)
-            if self._drop_seen:
-                self._drop_seen = False
-                if channel is not None and channel is self._channel:
-                    try:
-                        self._drain_last_words(channel)
-                    except (OSError, ValueError, MultifrostError):
-                        continue  # the channel was replaced or closed meanwhile
+            if self._drop_due is not None and time.monotonic() >= self._drop_due:
+                self._drop_due = None
+                if channel is not None:
                     self._after_drop(channel)
             if self._restart_requested:
                 self._restart_requested = False
@@ -439,7 +437,7 @@ class ParentWorker:
 
     def _on_drop(self) -> None:
         """The channel saw its connection dropped (any thread): the supervisor looks into it."""
-        self._drop_seen = True
+        self._drop_due = time.monotonic() + self._drop_wait()
         if self._wake_w >= 0:
             os.write(self._wake_w, b"x")
 
@@ -657,7 +655,7 @@ class ParentWorker:
     async def _aestablish(self) -> None:
         end, process = await self._target.aopen()
         channel = AsyncChannel(end, self._on_output, self._options.limits)
-        channel.on_drop = lambda: self._loop.call_later(_LAST_WORDS, self._after_drop, channel)
+        channel.on_drop = lambda: self._loop.call_later(self._drop_wait(), self._after_drop, channel)
         self._channel, self._process = channel, process
         deadline = time.monotonic() + self._options.start_timeout
         while True:
@@ -808,14 +806,22 @@ class ParentWorker:
 
     # -- heartbeats and output (shared) -----------------------------------------------------
 
+    def _drop_wait(self) -> float:
+        """How long after a dropped connection its calls fail: a spawned child gets time to be
+        seen exiting (then they fail as a crash, with its exit code)."""
+        return _DROP_WAIT if self._process is not None else _LAST_WORDS
+
     def _after_drop(self, channel: SyncChannel | AsyncChannel) -> None:
-        """A connection to the worker was dropped ``_LAST_WORDS`` ago: unless the child died
-        (its exit fails the calls as a crash), fail the calls in flight now, not at their
-        timeouts; the connection comes back by itself for later calls."""
+        """A connection to the worker was dropped a moment ago: unless the child died (its exit
+        fails the calls as a crash), fail the calls in flight now, not at their timeouts; the
+        connection comes back by itself for later calls."""
         process = self._process
         if channel is not self._channel or self._closing or (process is not None and process.returncode is not None):
             return
-        channel.drain()
+        try:
+            channel.drain()
+        except MultifrostError:  # closed meanwhile
+            return
         channel.fail_all(TransportError(f"the connection to {self._target.describe()} was dropped (it went away, "
                                         f"or a message over its limits cut it); calls in flight failed"))
 
