@@ -17,7 +17,7 @@ from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches, PyErr_Fetch, PyErr
 from cpython.object cimport PyObject
 from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcpy
 
 from msgpack import ExtType
 
@@ -57,26 +57,58 @@ cdef extern from *:
         }
     }
 
+    /* Up to 8 bytes of p[:n] (n > 0) in one word: overlapping loads, so every byte is in it. */
+    static inline uint64_t mf_word(const unsigned char* p, Py_ssize_t n) {
+        uint64_t w;
+        uint32_t a, b;
+        if (n >= 8) {
+            memcpy(&w, p + n - 8, 8);
+        } else if (n >= 4) {
+            memcpy(&a, p, 4);
+            memcpy(&b, p + n - 4, 4);
+            w = ((uint64_t)b << 32) | a;
+        } else {
+            w = (uint64_t)p[0] | ((uint64_t)p[n >> 1] << 8) | ((uint64_t)p[n - 1] << 16);
+        }
+        return w;
+    }
+
     /* Hash of a short byte string for the string cache; *ascii tells whether every byte is < 0x80. */
     static inline uint64_t mf_short_hash(const unsigned char* p, Py_ssize_t n, int* ascii) {
         uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, acc = 0, w;
-        while (n >= 8) {
-            memcpy(&w, p, 8);
-            acc |= w;
-            h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
-            h ^= h >> 32;
-            p += 8;
-            n -= 8;
+        Py_ssize_t i = 0;
+        if (n == 0) {
+            *ascii = 1;
+            return h;
         }
-        if (n) {
-            w = 0;
-            memcpy(&w, p, (size_t)n);
+        for (; i + 8 < n; i += 8) {
+            memcpy(&w, p + i, 8);
             acc |= w;
             h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
             h ^= h >> 32;
         }
+        w = mf_word(p, n);  /* the last (up to) 8 bytes */
+        acc |= w;
         *ascii = (acc & 0x8080808080808080ULL) == 0;
-        return h ^ (h >> 17);
+        h ^= w;  /* then mix every bit into every other (murmur3's finalizer) */
+        h ^= h >> 33;
+        h *= 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 33;
+        h *= 0xC4CEB9FE1A85EC53ULL;
+        return h ^ (h >> 33);
+    }
+
+    /* p[:n] == q[:n] for short strings, without a call to memcmp. */
+    static inline int mf_same_bytes(const unsigned char* p, const unsigned char* q, Py_ssize_t n) {
+        uint64_t a, b;
+        Py_ssize_t i = 0;
+        if (n == 0) return 1;
+        for (; i + 8 < n; i += 8) {
+            memcpy(&a, p + i, 8);
+            memcpy(&b, q + i, 8);
+            if (a != b) return 0;
+        }
+        return mf_word(p, n) == mf_word(q, n);
     }
 
     static inline int mf_is_str(PyObject* o) { return Py_IS_TYPE(o, &PyUnicode_Type); }
@@ -88,6 +120,22 @@ cdef extern from *:
     static inline int mf_is_ascii(PyObject* o) { return PyUnicode_IS_COMPACT_ASCII(o); }
     static inline char* mf_ascii_data(PyObject* o) { return (char*)PyUnicode_DATA(o); }
     static inline Py_ssize_t mf_str_len(PyObject* o) { return PyUnicode_GET_LENGTH(o); }
+
+    /* The value of an int that fits one internal digit (most ints); 0 when it does not. */
+    static inline int mf_small_int(PyObject* o, long long* v) {
+    #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030C0000
+        if (!PyUnstable_Long_IsCompact((PyLongObject*)o)) return 0;
+        *v = (long long)PyUnstable_Long_CompactValue((PyLongObject*)o);
+        return 1;
+    #elif CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030B0000
+        Py_ssize_t size = Py_SIZE(o);
+        if (size < -1 || size > 1) return 0;
+        *v = size == 0 ? 0 : (long long)size * (long long)((PyLongObject*)o)->ob_digit[0];
+        return 1;
+    #else
+        return 0;
+    #endif
+    }
 
     static inline PyObject* mf_new_ref(PyObject* o) { Py_INCREF(o); return o; }
     static inline void mf_incref(PyObject* o) { Py_INCREF(o); }
@@ -115,6 +163,7 @@ cdef extern from *:
     void mf_store64(char* p, uint64_t v)
     uint64_t mf_load_be(const uint8_t* p, int size)
     uint64_t mf_short_hash(const uint8_t* p, Py_ssize_t n, int* ascii)
+    bint mf_same_bytes(const uint8_t* p, const uint8_t* q, Py_ssize_t n)
     bint mf_is_str(PyObject* o)
     bint mf_is_int(PyObject* o)
     bint mf_is_float(PyObject* o)
@@ -124,6 +173,7 @@ cdef extern from *:
     bint mf_is_ascii(PyObject* o)
     char* mf_ascii_data(PyObject* o)
     Py_ssize_t mf_str_len(PyObject* o)
+    bint mf_small_int(PyObject* o, long long* v)
     PyObject* mf_new_ref(PyObject* o)
     void mf_incref(PyObject* o)
     void mf_decref(PyObject* o)
@@ -337,9 +387,14 @@ cdef int _note_step(PyObject* container, object key, bint is_index) except -1:
 
 
 cdef int _pack(Buf* b, PyObject* obj, int depth, int max_depth) except -1:
+    cdef long long v
     if mf_is_str(obj):
+        if mf_is_ascii(obj):
+            return _put_str(b, mf_ascii_data(obj), mf_str_len(obj), obj)
         return _pack_str(b, obj)
     if mf_is_int(obj):
+        if mf_small_int(obj, &v):
+            return _put_int(b, v)
         return _pack_int(b, <object>obj)
     if mf_is_float(obj):
         return _pack_float(b, mf_float_value(obj))
@@ -378,10 +433,14 @@ cdef inline int _pack_float(Buf* b, double d) except -1:
 cdef int _pack_int(Buf* b, object value) except -1:
     cdef int overflow = 0
     cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
-    cdef char* p
     if overflow:
         raise Unsendable(value, "out of the signed 64-bit range [-2**63, 2**63-1]")
-    p = _reserve(b, 9)
+    return _put_int(b, v)
+
+
+cdef inline int _put_int(Buf* b, long long v) except -1:
+    """An int in its smallest encoding."""
+    cdef char* p = _reserve(b, 9)
     if 0 <= v < 0x80 or -32 <= v < 0:
         p[0] = <char>v
         b.len += 1
@@ -423,10 +482,21 @@ cdef int _pack_int(Buf* b, object value) except -1:
 
 cdef inline int _put_str(Buf* b, const char* data, Py_ssize_t n, PyObject* owner) except -1:
     """A str of ``n`` UTF-8 bytes; ``owner`` is what a too-long error names."""
+    cdef char* p
+    if n < 32 and b.len + 32 <= b.cap:  # the common case: a short str, room to spare
+        p = b.data + b.len
+        p[0] = <char>(0xA0 | n)
+        memcpy(p + 1, data, n)
+        b.len += 1 + n
+        return 0
     if n > LEN32_MAX:
-        raise Unsendable(<object>owner, too_long("str", n))
+        return _too_long("str", n, owner)
     _put_head(b, n, 0xA0, 31, 0xD9, 0xDA, 0xDB)
     return _put_bytes(b, data, n)
+
+
+cdef int _too_long(str kind, Py_ssize_t n, PyObject* owner) except -1:
+    raise Unsendable(<object>owner, too_long(kind, n))
 
 
 cdef int _pack_str(Buf* b, PyObject* text) except -1:
@@ -755,7 +825,7 @@ cdef PyObject* _read_str(Reader* r, Py_ssize_t n, Py_ssize_t start, bint is_key)
         if ascii:
             slot = (&_key_cache[0] if is_key else &_value_cache[0]) + (h & (CACHE_SLOTS - 1))
             text = slot[0]
-            if text != NULL and mf_str_len(text) == n and memcmp(mf_ascii_data(text), p, n) == 0:
+            if text != NULL and mf_str_len(text) == n and mf_same_bytes(p, <const uint8_t*>mf_ascii_data(text), n):
                 return mf_new_ref(text)
             return _cache_new(slot, p, n, is_key)
     text = mf_decode_utf8(<const char*>p, n, NULL)
