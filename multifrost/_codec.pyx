@@ -73,6 +73,26 @@ cdef extern from *:
         return w;
     }
 
+    /* memcpy for n < 32 with fixed-size (overlapping) moves instead of a call. */
+    static inline void mf_copy_short(char* dst, const char* src, Py_ssize_t n) {
+        uint64_t a, b, c, d;
+        uint32_t e, f;
+        if (n >= 16) {
+            memcpy(&a, src, 8); memcpy(&b, src + 8, 8);
+            memcpy(&c, src + n - 16, 8); memcpy(&d, src + n - 8, 8);
+            memcpy(dst, &a, 8); memcpy(dst + 8, &b, 8);
+            memcpy(dst + n - 16, &c, 8); memcpy(dst + n - 8, &d, 8);
+        } else if (n >= 8) {
+            memcpy(&a, src, 8); memcpy(&b, src + n - 8, 8);
+            memcpy(dst, &a, 8); memcpy(dst + n - 8, &b, 8);
+        } else if (n >= 4) {
+            memcpy(&e, src, 4); memcpy(&f, src + n - 4, 4);
+            memcpy(dst, &e, 4); memcpy(dst + n - 4, &f, 4);
+        } else if (n > 0) {
+            dst[0] = src[0]; dst[n >> 1] = src[n >> 1]; dst[n - 1] = src[n - 1];
+        }
+    }
+
     /* Hash of a short byte string for the string cache; *ascii tells whether every byte is < 0x80. */
     static inline uint64_t mf_short_hash(const unsigned char* p, Py_ssize_t n, int* ascii) {
         uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, acc = 0, w;
@@ -161,6 +181,7 @@ cdef extern from *:
     void mf_store16(char* p, uint64_t v)
     void mf_store32(char* p, uint64_t v)
     void mf_store64(char* p, uint64_t v)
+    void mf_copy_short(char* dst, const char* src, Py_ssize_t n)
     uint64_t mf_load_be(const uint8_t* p, int size)
     uint64_t mf_short_hash(const uint8_t* p, Py_ssize_t n, int* ascii)
     bint mf_same_bytes(const uint8_t* p, const uint8_t* q, Py_ssize_t n)
@@ -203,6 +224,8 @@ cdef extern from "Python.h":
     PyObject* Py_True
     PyObject* Py_False
     bint PyLong_Check(object value)
+    bint PyByteArray_Check(object value)
+    bint PyMemoryView_Check(object value)
     bint PyFloat_Check(object value)
     bint PyUnicode_Check(object value)
     bint PyList_Check(object value)
@@ -486,9 +509,13 @@ cdef inline int _put_str(Buf* b, const char* data, Py_ssize_t n, PyObject* owner
     if n < 32 and b.len + 32 <= b.cap:  # the common case: a short str, room to spare
         p = b.data + b.len
         p[0] = <char>(0xA0 | n)
-        memcpy(p + 1, data, n)
+        mf_copy_short(p + 1, data, n)
         b.len += 1 + n
         return 0
+    return _put_long_str(b, data, n, owner)
+
+
+cdef int _put_long_str(Buf* b, const char* data, Py_ssize_t n, PyObject* owner) except -1:
     if n > LEN32_MAX:
         return _too_long("str", n, owner)
     _put_head(b, n, 0xA0, 31, 0xD9, 0xDA, 0xDB)
@@ -662,7 +689,8 @@ def unpack_message(data, limits=None):
         r.p = <const uint8_t*>PyBytes_AS_STRING(data)
         r.end = PyBytes_GET_SIZE(data)
         return _unpack_top(&r, limits)
-    check_data(data)
+    if not (PyByteArray_Check(data) or PyMemoryView_Check(data)):
+        check_data(data)  # raises the TypeError
     try:
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     except BufferError:  # a non-contiguous memoryview
