@@ -628,7 +628,7 @@ cdef int _pack_dict(Buf* b, PyObject* mapping, int depth, int max_depth) except 
         _pack_key(b, keep, key, converted)
         if _pack_item(b, <PyObject*>value, depth + 1, max_depth) < 0:
             return _note_step(mapping, key, False)
-    if count != n:
+    if count != n or mf_dict_len(mapping) != n:
         raise RuntimeError("dictionary changed size during iteration")
     return 0
 
