@@ -93,29 +93,23 @@ cdef extern from *:
         }
     }
 
-    /* Hash of a short byte string for the string cache; *ascii tells whether every byte is < 0x80. */
+    /* Hash of a short byte string for the string cache (its top bits are the best mixed);
+       *ascii tells whether every byte is < 0x80. */
     static inline uint64_t mf_short_hash(const unsigned char* p, Py_ssize_t n, int* ascii) {
-        uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, acc = 0, w;
+        uint64_t h = (uint64_t)(n + 1) * 0x9E3779B97F4A7C15ULL, acc = 0, w = 0;
         Py_ssize_t i = 0;
-        if (n == 0) {
-            *ascii = 1;
-            return h;
-        }
         for (; i + 8 < n; i += 8) {
             memcpy(&w, p + i, 8);
             acc |= w;
-            h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+            h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
             h ^= h >> 32;
         }
-        w = mf_word(p, n);  /* the last (up to) 8 bytes */
-        acc |= w;
+        if (n) {
+            w = mf_word(p, n);  /* the last (up to) 8 bytes */
+            acc |= w;
+        }
         *ascii = (acc & 0x8080808080808080ULL) == 0;
-        h ^= w;  /* then mix every bit into every other (murmur3's finalizer) */
-        h ^= h >> 33;
-        h *= 0xFF51AFD7ED558CCDULL;
-        h ^= h >> 33;
-        h *= 0xC4CEB9FE1A85EC53ULL;
-        return h ^ (h >> 33);
+        return (h ^ w) * 0xD6E8FEB86659FD93ULL;
     }
 
     /* p[:n] == q[:n] for short strings, without a call to memcmp. */
@@ -241,7 +235,7 @@ IMPLEMENTATION = "cython"
 
 cdef enum:
     SCRATCH_SIZE = 65536
-    CACHE_SLOTS = 512        # per cache; a power of two
+    CACHE_SET_BITS = 9       # 512 sets of two entries per cache
     CACHE_MAX_LEN = 32       # longer strings are not cached (a uuid is 36)
 
 cdef Py_ssize_t LEN32_MAX = 0xFFFFFFFF
@@ -249,10 +243,17 @@ cdef Py_ssize_t LEN32_MAX = 0xFFFFFFFF
 cdef char _scratch[SCRATCH_SIZE]
 cdef bint _scratch_busy = False
 
-# Short ASCII strings seen recently, one per slot (a new string takes the slot of
-# the one it collides with). Map keys go to their own table, interned like every key.
-cdef PyObject* _key_cache[CACHE_SLOTS]
-cdef PyObject* _value_cache[CACHE_SLOTS]
+# Short ASCII strings seen recently: a string's hash picks a set of two entries, the
+# most recently used first; a new string takes the first entry and pushes the other
+# out. The stored hash spares a look at the string itself on a miss. Map keys have
+# their own table, and are interned like every key. Only code holding the GIL, and
+# running no Python code meanwhile, touches the tables.
+cdef struct CacheEntry:
+    uint64_t hash
+    PyObject* text       # owned; NULL while empty
+
+cdef CacheEntry _key_cache[2 << CACHE_SET_BITS]
+cdef CacheEntry _value_cache[2 << CACHE_SET_BITS]
 
 cdef object _DEFAULT_LIMITS = DEFAULT_LIMITS
 cdef object _Unsendable = Unsendable
@@ -842,7 +843,8 @@ cdef PyObject* _read_str(Reader* r, Py_ssize_t n, Py_ssize_t start, bint is_key)
     """A str of ``n`` bytes at r.pos (its header at ``start``); keys come back interned."""
     cdef const uint8_t* p
     cdef PyObject* text
-    cdef PyObject** slot
+    cdef CacheEntry* entries
+    cdef CacheEntry swap
     cdef int ascii
     cdef uint64_t h
     if n > r.max_str_len:
@@ -851,11 +853,15 @@ cdef PyObject* _read_str(Reader* r, Py_ssize_t n, Py_ssize_t start, bint is_key)
     if n <= CACHE_MAX_LEN:
         h = mf_short_hash(p, n, &ascii)
         if ascii:
-            slot = (&_key_cache[0] if is_key else &_value_cache[0]) + (h & (CACHE_SLOTS - 1))
-            text = slot[0]
-            if text != NULL and mf_str_len(text) == n and mf_same_bytes(p, <const uint8_t*>mf_ascii_data(text), n):
-                return mf_new_ref(text)
-            return _cache_new(slot, p, n, is_key)
+            entries = (&_key_cache[0] if is_key else &_value_cache[0]) + 2 * (h >> (64 - CACHE_SET_BITS))
+            if _holds(&entries[0], h, p, n):
+                return mf_new_ref(entries[0].text)
+            if _holds(&entries[1], h, p, n):
+                swap = entries[0]
+                entries[0] = entries[1]
+                entries[1] = swap
+                return mf_new_ref(entries[0].text)
+            return _cache_new(entries, h, p, n, is_key)
     text = mf_decode_utf8(<const char*>p, n, NULL)
     if text == NULL:
         _utf8_error(start)
@@ -864,8 +870,13 @@ cdef PyObject* _read_str(Reader* r, Py_ssize_t n, Py_ssize_t start, bint is_key)
     return text
 
 
-cdef PyObject* _cache_new(PyObject** slot, const uint8_t* p, Py_ssize_t n, bint intern) except NULL:
-    """A new ASCII str of ``p[:n]``, which also takes the cache slot."""
+cdef inline bint _holds(CacheEntry* entry, uint64_t h, const uint8_t* p, Py_ssize_t n) noexcept:
+    return (entry.hash == h and entry.text != NULL and mf_str_len(entry.text) == n
+            and mf_same_bytes(p, <const uint8_t*>mf_ascii_data(entry.text), n))
+
+
+cdef PyObject* _cache_new(CacheEntry* entries, uint64_t h, const uint8_t* p, Py_ssize_t n, bint intern) except NULL:
+    """A new ASCII str of ``p[:n]``, which also goes first in its set of cache entries."""
     cdef PyObject* text = mf_unicode_new(n, 127)
     if text == NULL:
         return NULL
@@ -874,8 +885,10 @@ cdef PyObject* _cache_new(PyObject** slot, const uint8_t* p, Py_ssize_t n, bint 
         PyUnicode_InternInPlace(&text)
     if mf_is_ascii(text):
         mf_incref(text)
-        mf_xdecref(slot[0])
-        slot[0] = text
+        mf_xdecref(entries[1].text)
+        entries[1] = entries[0]
+        entries[0].hash = h
+        entries[0].text = text
     return text
 
 
