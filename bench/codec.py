@@ -8,7 +8,7 @@ interleaved repetitions, in µs per message, with ratios against msgspec (the ta
 at most 1.0x) and msgpack-python (each the median of the ratios within a repetition). msgspec and ormsgpack come with the ``bench`` extra;
 without them their rows are left out.
 
-    python bench/codec.py [--reps 31]
+    python bench/codec.py [--reps 101]
 """
 from __future__ import annotations
 
@@ -123,13 +123,13 @@ def codecs() -> dict[str, tuple[Callable, Callable, bool]]:
 
 
 def calibrate(function, arg) -> int:
-    """Loop count for about 2 ms per measurement: short, so a busy machine hits every row alike."""
+    """Loop count for about 0.5 ms per measurement: short, so most escape the other processes of a busy machine."""
     loops = 1
     while True:
         start = time.perf_counter()
         for _ in range(loops):
             function(arg)
-        if time.perf_counter() - start > 0.002:
+        if time.perf_counter() - start > 0.0005:
             return loops
         loops *= 2
 
@@ -231,7 +231,7 @@ def summary(results: list[dict]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=31)
+    parser.add_argument("--reps", type=int, default=101)
     options = parser.parse_args()
     print(header(options.reps))
     print("\n".join(report(run(options.reps))))
