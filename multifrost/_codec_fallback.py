@@ -102,8 +102,19 @@ def too_long_for(kind: str, length: int, limits: Limits) -> str:
     """Describe a str/bin/array/map the receiver would refuse (or msgpack cannot frame)."""
     if length > _LEN32_MAX:
         return too_long(kind, length)
-    name = "max_str_len" if kind == "str" else f"max_{kind}_len"
+    name = {"str": "max_str_len", "ext": "max_bin_len"}.get(kind, f"max_{kind}_len")
     return f"{kind} of length {length} is over the receiver's limit {name}={getattr(limits, name)}"
+
+
+_EXT_HEAD_SIZE = {0xD4: 2, 0xD5: 2, 0xD6: 2, 0xD7: 2, 0xD8: 2, 0xC7: 3, 0xC8: 4, 0xC9: 6}
+
+
+def checked_ext(value: object, ext: bytes, limits: Limits) -> bytes:
+    """``ext`` (a packed ext type), unless its data is longer than the receiver's max_bin_len."""
+    length = len(ext) - _EXT_HEAD_SIZE[ext[0]]
+    if length > limits.max_bin_len:
+        raise Unsendable(value, too_long_for("ext", length, limits))
+    return ext
 
 
 def key_string(key: object) -> str:
@@ -277,7 +288,7 @@ def _pack(obj: object, out: bytearray, depth: int, max_depth: int, limits: Limit
             out += _B_I(0xC6, n)
         out += data
     elif isinstance(obj, ExtType):
-        out += ext_bytes(obj)
+        out += checked_ext(obj, ext_bytes(obj), limits)
     elif isinstance(obj, (list, tuple)):
         if depth > max_depth:
             raise Unsendable(obj, None)
@@ -326,7 +337,7 @@ def _pack(obj: object, out: bytearray, depth: int, max_depth: int, limits: Limit
                 exc.steps.append((obj, key, False))
                 raise
     elif isinstance(obj, datetime):
-        out += timestamp_ext(obj)
+        out += checked_ext(obj, timestamp_ext(obj), limits)
     else:
         raise Unsendable(obj, "unsupported type")
 

@@ -616,3 +616,199 @@ def test_twins_unpack_mutated_messages_alike(message, edits):
         elif kind == "truncate":
             del data[where:]
     assert_twins_unpack_alike(bytes(data))
+
+
+# ---------------------------------------------------------------- the compiled codec's shortcuts
+#
+# The compiled unpack keeps recent short ASCII strings in a cache and packs short strs,
+# one-digit ints and floats in lists by shortcuts: none of it may change a result.
+
+# Strings around the cache's edges: the protocol's keys and values, lengths 0 and 31..33
+# (the longest cached is 32), near twins differing in one byte anywhere, non-ASCII, NULs.
+CACHE_LIKE = [
+    "", "a", "id", "app", "type", "args", "function", "namespace", "comlink_ipc_v4", "call", "default",
+    "ie", "apq", "bpp", "comlink_ipc_v5", "domlink_ipc_v4", "comlinkXipc_v4", "functiom",
+    "x" * 31, "x" * 32, "x" * 33, "x" * 31 + "y", "y" + "x" * 31, "x" * 15 + "y" + "x" * 16, "é", "idé", "é" * 16,
+    "a\x00b", "\x00", "0123456", "01234567", "012345678", "0123456X", "X1234567", "0123X5678",
+]
+cache_texts = st.sampled_from(CACHE_LIKE) | st.text(st.sampled_from("ab\x00é"), max_size=34)
+hashable_keys = (
+    cache_texts | st.integers(-3, 3) | st.none() | st.booleans() | st.binary(max_size=3) | st.sampled_from([0.5, math.nan, -0.0])
+)
+wire_keys = hashable_keys | st.tuples(st.integers(0, 2))  # a tuple goes as an array: unhashable on the way back
+
+
+def wire_values(keys):
+    return st.recursive(
+        cache_texts | st.integers(-300, 300) | st.none() | st.booleans() | finite_floats | st.binary(max_size=8),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
+        max_leaves=20,
+    )
+
+
+wire_messages = st.dictionaries(wire_keys, wire_values(wire_keys), max_size=6)
+
+
+def interned_keys(value: object) -> bool:
+    """Every str map key in ``value`` is the interned copy of itself."""
+    if isinstance(value, list):
+        return all(interned_keys(item) for item in value)
+    if isinstance(value, dict):
+        return all((type(k) is not str or k is sys.intern(k)) and interned_keys(v) for k, v in value.items())
+    return True
+
+
+@needs_both
+@PROPERTY
+@given(st.lists(wire_messages, min_size=1, max_size=4))
+def test_string_cache_never_changes_results(messages):
+    # decoded one after the other, so each message meets the cache the previous ones left
+    for message in messages:
+        data = msgpack.packb(message, use_bin_type=True)
+        assert_twins_unpack_alike(data)
+        try:
+            decoded = compiled.unpack_message(data)
+        except ProtocolError:
+            continue  # an unhashable key; both twins said the same
+        assert interned_keys(decoded)
+        assert same(compiled.unpack_message(memoryview(bytearray(data))), decoded)
+
+
+@needs_both
+@PROPERTY
+@given(st.lists(st.dictionaries(cache_texts, cache_texts | st.lists(cache_texts, max_size=3), max_size=5),
+                min_size=1, max_size=4))
+def test_string_cache_round_trip(messages):
+    for message in messages:
+        packed = compiled.pack_message(message)
+        assert packed == _codec_fallback.pack_message(message) == reference(message)
+        assert same(compiled.unpack_message(packed), message)
+
+
+def sizes(value: object, depth: int = 1) -> dict[str, int]:
+    """The largest str (UTF-8 bytes), bin, array and map in ``value`` and its nesting depth."""
+    found = {"max_str_len": 0, "max_bin_len": 0, "max_array_len": 0, "max_map_len": 0, "max_depth": 1}
+
+    def walk(item: object, level: int) -> None:
+        if isinstance(item, str):
+            found["max_str_len"] = max(found["max_str_len"], len(item.encode()))
+        elif isinstance(item, bytes):
+            found["max_bin_len"] = max(found["max_bin_len"], len(item))
+        elif isinstance(item, (list, tuple)):
+            found["max_array_len"] = max(found["max_array_len"], len(item))
+            found["max_depth"] = max(found["max_depth"], level)
+            for inner in item:
+                walk(inner, level + 1)
+        elif isinstance(item, dict):
+            found["max_map_len"] = max(found["max_map_len"], len(item))
+            found["max_depth"] = max(found["max_depth"], level)
+            for key, inner in item.items():
+                walk(key, level + 1)
+                walk(inner, level + 1)
+
+    walk(value, depth)
+    return found
+
+
+@needs_both
+@PROPERTY
+@given(st.dictionaries(hashable_keys, wire_values(hashable_keys), min_size=1, max_size=5), st.sampled_from(sorted(sizes({}))))
+def test_limits_exactly_at_the_edge(message, name):
+    data = msgpack.packb(message, use_bin_type=True)
+    compiled.unpack_message(data)  # its short strings are in the cache now
+    edge = sizes(message)[name]
+    at_edge = Limits(**{name: edge})
+    for limits in (at_edge, Limits(**{name: edge - 1})) if edge > (1 if name == "max_depth" else 0) else (at_edge,):
+        results = [outcome(impl.unpack_message, data, limits) for impl in (compiled, _codec_fallback)]
+        assert results[0][0] == results[1][0]
+        assert same(results[0][1], results[1][1]) if results[0][0] == "ok" else results[0] == results[1]
+        assert (results[0][0] == "ok") == (limits is at_edge), (limits, results[0])
+
+
+@pytest.mark.parametrize("shift", [0, 1, 7, 31])
+def test_short_strs_across_the_scratch_edge(impl, shift):
+    # ~100 KiB of strs of every short length: the scratch area (64 KiB) runs out mid-way
+    texts = ["p" * shift] + ["abcdefghijklmnopqrstuvwxyz0123456789é"[: i % 38] for i in range(5000)]
+    message = {"s": texts, "k": {t: i for i, t in enumerate(texts[:40])}}
+    packed = impl.pack_message(message)
+    assert packed == reference(message)
+    assert same(impl.unpack_message(packed), message)
+
+
+@pytest.mark.parametrize("edge", [2**15, 2**30, 2**31, 2**32, 2**60, 2**62])
+def test_ints_around_internal_digit_sizes(impl, edge):
+    values = [edge - 1, edge, edge + 1, -edge + 1, -edge, -edge - 1, True, False, Color.RED]
+    message = {"v": values}
+    assert impl.pack_message(message) == reference({"v": [int(v) if type(v) is not bool else v for v in values]})
+
+
+def test_lists_of_floats(impl):
+    values = [0.5, math.nan, -math.inf, math.inf, 1e308, -0.0, 5e-324, Ratio(0.25), 7, None]
+    packed = impl.pack_message({"f": values, "t": tuple(values)})
+    clean = [(float(v) if math.isfinite(v) else None) if isinstance(v, float) else v for v in values]
+    assert packed == reference({"f": clean, "t": clean})
+    assert same(impl.unpack_message(packed), {"f": clean, "t": clean})
+
+
+class Clearing(dt.tzinfo):
+    """A tzinfo whose utcoffset() empties a container: code that runs in the middle of a pack."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def utcoffset(self, when):
+        self.target.clear()
+        return dt.timedelta(0)
+
+
+@pytest.mark.parametrize("where", ["list", "dict", "list end", "dict end"])
+def test_containers_emptied_while_packing(where):
+    # the codec must not read freed items, and both twins must fail alike
+    results = []
+    for implementation in [m for m in (compiled, _codec_fallback) if m is not None]:
+        target: list | dict = [0] if where.startswith("list") else {"a": 0}
+        clearing = dt.datetime(2020, 1, 1, tzinfo=Clearing(target))
+        if isinstance(target, list):
+            target += [clearing] if where == "list end" else [clearing, [1, 2]]
+            message = {"x": {"y": target}}
+        else:
+            target.update({"w": clearing} if where == "dict end" else {"w": clearing, "z": [1, 2]})
+            message = {"x": [target]}
+        del clearing  # the container holds the only reference
+        try:
+            results.append(("ok", implementation.pack_message(message)))
+        except RuntimeError as exc:
+            results.append(("error", str(exc)))
+    assert results[0][0] == ("ok" if where == "list end" else "error"), results
+    assert len(set(results)) == 1, results
+
+
+# ---------------------------------------------------------------- the receiver's limits, checked by the sender
+
+small_limits = st.builds(Limits, max_str_len=st.integers(0, 40), max_bin_len=st.integers(0, 40),
+                         max_array_len=st.integers(0, 6), max_map_len=st.integers(1, 6),
+                         max_depth=st.integers(1, 6))
+
+
+@needs_both
+@PROPERTY
+@given(message=clean_messages, limits=small_limits)
+def test_the_sender_refuses_exactly_what_the_receiver_would(message, limits):
+    """Both twins pack under ``limits`` identically (bytes or error), and a message packs if
+    and only if the receiver, decoding it with the same limits, accepts it."""
+    outcomes = []
+    for twin in (compiled, _codec_fallback):
+        try:
+            outcomes.append(twin.pack_message(message, limits=limits))
+        except PayloadError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
+    wire = reference(message)
+    try:
+        _codec_fallback.unpack_message(wire, limits)
+        accepted = True
+    except ProtocolError:
+        accepted = False
+    assert isinstance(outcomes[0], bytes) == accepted, (outcomes[0], limits)
+    if accepted:
+        assert outcomes[0] == wire
