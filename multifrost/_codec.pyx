@@ -272,7 +272,8 @@ cdef struct Buf:
     Py_ssize_t max_bin
     Py_ssize_t max_array
     Py_ssize_t max_map
-    PyObject* limits   # borrowed: the Limits object the four numbers came from
+    int max_depth
+    PyObject* limits   # borrowed: the Limits object the numbers came from
 
 
 cdef int _grow(Buf* b, Py_ssize_t need) except -1:
@@ -339,6 +340,15 @@ cdef inline int _put1(Buf* b, uint8_t c) except -1:
 # ---------------------------------------------------------------- pack
 
 
+cdef Buf _default_buf  # the receiver's default limits, as pack_message starts from them
+_default_buf.max_str = DEFAULT_LIMITS.max_str_len
+_default_buf.max_bin = DEFAULT_LIMITS.max_bin_len
+_default_buf.max_array = DEFAULT_LIMITS.max_array_len
+_default_buf.max_map = DEFAULT_LIMITS.max_map_len
+_default_buf.max_depth = DEFAULT_LIMITS.max_depth
+_default_buf.limits = <PyObject*>_DEFAULT_LIMITS
+
+
 # The containers call _pack through this unchecked pointer: a failed item returns -1
 # with the exception set, and the container adds its step to the path before passing
 # it on (a try/except around every item would save the exception state each time).
@@ -359,21 +369,23 @@ def pack_message(message, *, max_depth=None, limits=None):
     cdef bint own_scratch
     if not PyDict_Check(message):
         raise PayloadError(f"a message must be a dict, not {type(message).__name__}")
-    if limits is None:
-        limits = _DEFAULT_LIMITS
-    elif type(limits) is not Limits and not isinstance(limits, Limits):
+    if limits is None or limits is _DEFAULT_LIMITS:
+        b = _default_buf  # the limits' numbers, read once at import
+    elif isinstance(limits, Limits):
+        b.max_str = limits.max_str_len
+        b.max_bin = limits.max_bin_len
+        b.max_array = limits.max_array_len
+        b.max_map = limits.max_map_len
+        b.max_depth = limits.max_depth
+        b.limits = <PyObject*>limits
+    else:
         raise TypeError(f"limits must be a multifrost.codec.Limits, not {type(limits).__name__}")
-    if max_depth is None:
-        max_depth = limits.max_depth
-    if type(max_depth) is not int or max_depth != 512:
-        check_max_depth(max_depth, "max_depth")
-    depth_limit = max_depth
-    b.max_str = limits.max_str_len
     b.short_str = b.max_str if b.max_str < 31 else 31
-    b.max_bin = limits.max_bin_len
-    b.max_array = limits.max_array_len
-    b.max_map = limits.max_map_len
-    b.limits = <PyObject*>limits
+    if max_depth is None:
+        depth_limit = b.max_depth
+    else:
+        check_max_depth(max_depth, "max_depth")
+        depth_limit = max_depth
     b.len = 0
     b.out = NULL
     own_scratch = not _scratch_busy
