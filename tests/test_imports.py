@@ -1,4 +1,4 @@
-"""Only multifrost/transports/ may import zmq, and its memory backend may not."""
+"""Only multifrost/transports/ may import zmq, and its memory and unix backends may not."""
 from __future__ import annotations
 
 import ast
@@ -6,7 +6,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "multifrost"
+ZMQ_FREE = {"transports/memory.py", "transports/unix.py", "transports/unix_conn.py"}
 
 
 def imports_zmq(path: pathlib.Path) -> bool:
@@ -29,21 +32,23 @@ def test_only_the_transports_import_zmq():
     offenders = []
     for path in modules:
         relative = path.relative_to(PACKAGE).as_posix()
-        allowed = relative.startswith("transports/") and relative != "transports/memory.py"
+        allowed = relative.startswith("transports/") and relative not in ZMQ_FREE
         if not path.suffix == ".pyx" and imports_zmq(path) and not allowed:
             offenders.append(relative)
     assert offenders == []
     assert imports_zmq(PACKAGE / "transports" / "zeromq.py")  # the check does see imports
 
 
-def test_memory_transport_runs_without_loading_zmq():
+@pytest.mark.parametrize("url", ["memory://x", "unix://{tmp}/x.sock"])
+def test_zmq_free_transports_run_without_loading_zmq(url, tmp_path):
+    url = url.format(tmp=tmp_path)
     code = (
         "import sys\n"
         "from multifrost.transports import open_child_end, open_parent_end\n"
-        "child = open_child_end('memory://x', bind=True)\n"
-        "parent = open_parent_end('memory://x', bind=False)\n"
+        f"child = open_child_end({url!r}, bind=True)\n"
+        f"parent = open_parent_end({url!r}, bind=False)\n"
         "assert parent.send_nowait(b'hi')\n"
-        "assert child.recv_nowait()[1] == b'hi'\n"
+        "assert child.recv_blocking(timeout=10)[1] == b'hi'\n"
         "parent.close(); child.close()\n"
         "assert 'zmq' not in sys.modules, 'zmq was imported'\n"
     )
