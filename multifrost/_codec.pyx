@@ -13,6 +13,7 @@ from cpython.dict cimport PyDict_CheckExact, PyDict_Next, PyDict_SetItem, PyDict
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact, PyFloat_FromDouble
 from cpython.list cimport PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_CheckExact, PyLong_FromLong, PyLong_FromLongLong, PyLong_FromUnsignedLongLong
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
@@ -70,28 +71,55 @@ cdef bint _scratch_busy = False
 
 
 cdef struct Buf:
-    char* data         # the scratch area, or the inside of `out`
+    char* data         # the scratch area, the shared large buffer, or a private one
     Py_ssize_t len
     Py_ssize_t cap
-    PyObject* out      # owned bytes object once the message outgrew the scratch, else NULL
+    bint shared        # this message may use the scratch and the shared large buffer
+    bint private       # data was malloc'd for this message alone (freed at the end)
+
+
+# Messages that outgrow the scratch are built in one large buffer that is kept between
+# messages (up to _LARGE_KEEP bytes), then copied once into an exactly sized bytes object.
+# Growing a bytes object and shrinking it at the end instead made glibc hand out fresh
+# mmap'd memory for every large message: a page fault per 4 KiB, ten times the copy's cost.
+cdef char* _large = NULL
+cdef Py_ssize_t _large_cap = 0
+cdef Py_ssize_t _LARGE_KEEP = 16 * 1024 * 1024
 
 
 cdef int _grow(Buf* b, Py_ssize_t need) except -1:
+    global _large, _large_cap
     cdef Py_ssize_t cap = b.cap * 2
     cdef Py_ssize_t wanted = (b.len + need) + (b.len + need) // 4
+    cdef char* fresh
     if cap < wanted:
         cap = wanted
     if cap < 1024:
         cap = 1024
-    if b.out == NULL:
-        fresh = PyBytes_FromStringAndSize(NULL, cap)
+    if b.shared and (b.data == _scratch or b.data == NULL):  # leaving the scratch
+        if _large_cap < cap:
+            PyMem_RawFree(_large)
+            _large = <char*>PyMem_RawMalloc(cap)
+            _large_cap = cap if _large != NULL else 0
+            if _large == NULL:
+                raise MemoryError()
         if b.len:
-            memcpy(PyBytes_AS_STRING(fresh), b.data, b.len)
-        Py_INCREF(fresh)
-        b.out = <PyObject*>fresh
-    else:
-        _PyBytes_Resize(&b.out, cap)
-    b.data = PyBytes_AS_STRING(<object>b.out)
+            memcpy(_large, b.data, b.len)
+        b.data = _large
+        b.cap = _large_cap
+        return 0
+    if b.shared:  # growing the shared large buffer
+        fresh = <char*>PyMem_RawRealloc(_large, cap)
+        if fresh == NULL:
+            raise MemoryError()
+        _large = b.data = fresh
+        _large_cap = b.cap = cap
+        return 0
+    fresh = <char*>PyMem_RawRealloc(b.data if b.private else NULL, cap)
+    if fresh == NULL:
+        raise MemoryError()
+    b.data = fresh
+    b.private = True
     b.cap = cap
     return 0
 
@@ -144,9 +172,11 @@ def pack_message(message, *, max_depth=512):
     if type(max_depth) is not int or max_depth != 512:
         check_max_depth(max_depth, "max_depth")
     depth_limit = max_depth
+    global _large, _large_cap
     b.len = 0
-    b.out = NULL
+    b.private = False
     own_scratch = not _scratch_busy
+    b.shared = own_scratch
     if own_scratch:
         _scratch_busy = True
         b.data = _scratch
@@ -156,16 +186,17 @@ def pack_message(message, *, max_depth=512):
         b.cap = 0
     try:
         _pack(&b, message, 1, depth_limit)
-        if b.out == NULL:
-            return PyBytes_FromStringAndSize(b.data, b.len)
-        _PyBytes_Resize(&b.out, b.len)
-        result = <object>b.out
-        return result
+        return PyBytes_FromStringAndSize(b.data, b.len)
     except Unsendable as exc:
         raise payload_error(exc, depth_limit) from None
     finally:
-        Py_XDECREF(b.out)
+        if b.private:
+            PyMem_RawFree(b.data)
         if own_scratch:
+            if _large_cap > _LARGE_KEEP:
+                PyMem_RawFree(_large)
+                _large = NULL
+                _large_cap = 0
             _scratch_busy = False
 
 

@@ -23,6 +23,7 @@ from typing import Callable
 log = logging.getLogger("multifrost.transports")
 
 BUFFER = 256 * 1024  # receive buffer per connection; larger frames get one of their own
+_LARGE_KEEP = 16 * 1024 * 1024  # a large-frame buffer up to this size is kept for the next one
 _SOCKBUF = 4 * 1024 * 1024  # kernel buffer per direction asked for (the kernel caps it at wmem_max)
 _SMALL = 16 * 1024  # payloads up to this size are joined to their header and sent in one piece
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
@@ -33,7 +34,7 @@ class Connection:
     """A connected non-blocking Unix stream socket carrying frames; see the module doc."""
 
     __slots__ = ("sock", "fd", "identity", "endpoint", "_max", "_buf", "_view", "_start", "_stop",
-                 "_body", "_body_got", "_out", "_lock", "queued", "_writer", "_on_room", "_hwm", "_broken")
+                 "_body", "_body_got", "_large", "_out", "_lock", "queued", "_writer", "_on_room", "_hwm", "_broken")
 
     def __init__(self, sock: socket.socket, endpoint: str, max_size: int, hwm: int,
                  on_room: Callable[[], None]) -> None:
@@ -53,8 +54,9 @@ class Connection:
         self._buf = bytearray(BUFFER)
         self._view = memoryview(self._buf)
         self._start = self._stop = 0  # unread bytes of _buf
-        self._body: bytearray | None = None  # a frame larger than _buf being received
+        self._body: memoryview | None = None  # a frame larger than _buf being received (into _large)
         self._body_got = 0
+        self._large = bytearray()  # kept between large frames: fresh memory costs a page fault per 4 KiB
         self._out: deque = deque()  # (piece, ends a message) still to write
         self._lock = threading.Lock()  # guards _out and queued while a writer runs
         self.queued = 0  # messages with bytes in _out
@@ -67,7 +69,7 @@ class Connection:
         """One ``recv_into``; hands every complete frame to ``emit``. False when the connection is over."""
         try:
             if self._body is not None:
-                got = self.sock.recv_into(memoryview(self._body)[self._body_got:])
+                got = self.sock.recv_into(self._body[self._body_got:])
             else:
                 got = self.sock.recv_into(self._view[self._stop:])
         except (BlockingIOError, InterruptedError):
@@ -82,6 +84,9 @@ class Connection:
             if self._body_got == len(self._body):
                 body, self._body = self._body, None
                 emit(bytes(body))
+                body.release()
+                if len(self._large) > _LARGE_KEEP:
+                    self._large = bytearray()
             return True
         self._stop += got
         return self._frames(emit)
@@ -97,8 +102,10 @@ class Connection:
                 return False
             end = start + 4 + size
             if end > stop:
-                if 4 + size > BUFFER:  # too big for the buffer: it gets one of its own
-                    body = bytearray(size)
+                if 4 + size > BUFFER:  # too big for the buffer: it goes to the large one
+                    if len(self._large) < size:
+                        self._large = bytearray(size)
+                    body = memoryview(self._large)[:size]
                     have = stop - start - 4
                     body[:have] = view[start + 4:stop]
                     self._body, self._body_got = body, have
