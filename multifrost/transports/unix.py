@@ -70,6 +70,7 @@ class _UnixEnd:
         self._close_lock = threading.Lock()
         self._conns: dict[int, Connection] = {}
         self._inbox: deque = deque()
+        self._corked: list[Connection] = []  # connections holding deferred frames
         self._listener: socket.socket | None = None
         self._listen_fd = -1
         self._inode: tuple[int, int] | None = None
@@ -136,6 +137,8 @@ class _UnixEnd:
         """Forget a connection (closed by the peer, broken, or replaced); what it had queued is lost."""
         if self._conns.pop(conn.fd, None) is None:
             return
+        if conn in self._corked:
+            self._corked.remove(conn)
         self._lost(conn)
         try:
             self._epoll.unregister(conn.fd)
@@ -192,11 +195,27 @@ class _UnixEnd:
             self._redial()
 
     def _send_on(self, conn: Connection, payload) -> bool:
-        """Write one frame; False (the connection dropped, redialled when connecting) when it broke."""
-        if conn.write(payload):
+        """Write one frame; False (the connection dropped, redialled when connecting) when it broke.
+
+        While received messages wait in the inbox, the user is mid-drain and will call
+        ``recv_nowait`` again: a small frame then waits until the inbox is empty, so that the
+        replies to one batch of requests leave in one system call.
+        """
+        defer = bool(self._inbox)
+        if not defer and self._corked:
+            self._uncork()
+        if conn.write(payload, defer):
+            if defer and conn not in self._corked:
+                self._corked.append(conn)
             return True
         self._gone(conn)
         return False
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, []
+        for conn in corked:
+            if not conn.uncork():
+                self._gone(conn)
 
     def _take(self):
         """The next inbox item after at most one look at the sockets, or None."""
@@ -204,6 +223,8 @@ class _UnixEnd:
             raise self._closed_error()
         inbox = self._inbox
         if not inbox:
+            if self._corked:
+                self._uncork()
             self._pump()
             if not inbox:
                 return None
@@ -237,6 +258,8 @@ class _UnixEnd:
                 return
             self._closed = True
         self._wake_waiters()
+        for conn in self._corked:
+            conn.uncork()  # deferred replies leave as a send would have sent them
         until = time.monotonic() + linger if linger > 0 else None
         for conn in list(self._conns.values()):
             conn.close(until)

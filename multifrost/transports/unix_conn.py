@@ -34,7 +34,7 @@ class Connection:
     """A connected non-blocking Unix stream socket carrying frames; see the module doc."""
 
     __slots__ = ("sock", "fd", "identity", "endpoint", "_max", "_buf", "_view", "_start", "_stop",
-                 "_body", "_body_got", "_large", "_out", "_lock", "queued", "_writer", "_on_room", "_hwm", "_broken")
+                 "_body", "_body_got", "_large", "_corked", "_out", "_lock", "queued", "_writer", "_on_room", "_hwm", "_broken")
 
     def __init__(self, sock: socket.socket, endpoint: str, max_size: int, hwm: int,
                  on_room: Callable[[], None]) -> None:
@@ -57,6 +57,7 @@ class Connection:
         self._body: memoryview | None = None  # a frame larger than _buf being received (into _large)
         self._body_got = 0
         self._large = bytearray()  # kept between large frames: fresh memory costs a page fault per 4 KiB
+        self._corked: list[bytes] = []  # small frames held back by write(defer=True)
         self._out: deque = deque()  # (piece, ends a message) still to write
         self._lock = threading.Lock()  # guards _out and queued while a writer runs
         self.queued = 0  # messages with bytes in _out
@@ -130,41 +131,74 @@ class Connection:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def write(self, payload) -> bool:
-        """Send one frame, queueing what the kernel does not take now; False when the connection broke."""
+    def write(self, payload, defer: bool = False) -> bool:
+        """Send one frame, queueing what the kernel does not take now; False when the connection broke.
+
+        ``defer``: a small frame may wait in this process until the next ``uncork`` or write, so
+        that a burst of replies leaves in one system call.
+        """
         size = len(payload)
-        header = size.to_bytes(4, "big")
-        if self._writer is not None:  # only this thread starts a writer, so None stays None
+        corked = self._corked
+        if size <= _SMALL:
+            frame = size.to_bytes(4, "big") + payload
+            if defer and self._writer is None:
+                corked.append(frame)
+                return True
+            if corked:
+                corked.append(frame)
+                frame = b"".join(corked)
+                corked.clear()
+            return self._send([frame])
+        pieces = [size.to_bytes(4, "big"), payload]
+        if corked:
+            pieces.insert(0, b"".join(corked))
+            corked.clear()
+        return self._send(pieces)
+
+    def uncork(self) -> bool:
+        """Send the frames ``write(defer=True)`` held back; False when the connection broke."""
+        corked = self._corked
+        if not corked:
+            return True
+        data = corked[0] if len(corked) == 1 else b"".join(corked)
+        corked.clear()
+        return self._send([data])
+
+    def _send(self, pieces: list) -> bool:
+        """Write ``pieces`` (one message's worth); the rest goes to the writer thread."""
+        if self._writer is not None:  # writes are serialized by the caller, so None stays None
             with self._lock:
                 if self._writer is not None:
-                    self._out.append((header, False))
-                    self._out.append((payload, True))
-                    self.queued += 1
+                    self._queue(pieces, 0)
                     return True
-        data = header + payload if size <= _SMALL else None
         try:
-            if data is not None:
-                sent = self.sock.send(data, _NOSIGNAL)
+            if len(pieces) == 1:
+                sent = self.sock.send(pieces[0], _NOSIGNAL)
             else:
-                sent = self.sock.sendmsg([header, payload], [], _NOSIGNAL)
+                sent = self.sock.sendmsg(pieces, [], _NOSIGNAL)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
             self._broken = True
             return False
-        if sent == size + 4:
+        if sent == sum(map(len, pieces)):
             return True
-        if data is not None:
-            self._out.append((memoryview(data)[sent:], True))
-        elif sent < 4:
-            self._out.append((header[sent:], False))
-            self._out.append((payload, True))
-        else:
-            self._out.append((memoryview(payload)[sent - 4:], True))
-        self.queued = 1
+        self._queue(pieces, sent)
         self._writer = threading.Thread(target=self._write_queued, name="multifrost-unix-writer", daemon=True)
         self._writer.start()
         return True
+
+    def _queue(self, pieces: list, sent: int) -> None:
+        """Queue what is left of ``pieces`` after ``sent`` bytes, as one message."""
+        out = self._out
+        last = len(pieces) - 1
+        for number, piece in enumerate(pieces):
+            if sent >= len(piece) and number < last:
+                sent -= len(piece)
+                continue
+            out.append((memoryview(piece)[sent:] if sent else piece, number == last))
+            sent = 0
+        self.queued += 1
 
     @property
     def broken(self) -> bool:
