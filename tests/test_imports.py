@@ -55,3 +55,21 @@ def test_zmq_free_transports_run_without_loading_zmq(url, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=PACKAGE.parent, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_worker_does_not_import_the_parent_side():
+    """``from multifrost import ChildWorker`` (what a worker script does) loads no parent-side modules:
+    they would only slow every worker's start."""
+    code = (
+        "import sys\n"
+        "from multifrost import ChildWorker\n"
+        "import multifrost.runner\n"
+        "loaded = sorted(m for m in ('multifrost.parent', 'multifrost.pool', 'multifrost.channel',\n"
+        "                            'multifrost.targets', 'multifrost.registry') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+        "import multifrost\n"
+        "assert multifrost.ParentWorker.__name__ == 'ParentWorker'  # still there on first use\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=PACKAGE.parent, timeout=60)
+    assert result.returncode == 0, result.stderr
