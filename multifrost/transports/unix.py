@@ -71,6 +71,7 @@ class _UnixEnd:
         self._conns: dict[int, Connection] = {}
         self._inbox: deque = deque()
         self._corked: list[Connection] = []  # connections holding deferred frames
+        self._looked = False  # the last look at the sockets drained them (see _take)
         self._listener: socket.socket | None = None
         self._listen_fd = -1
         self._inode: tuple[int, int] | None = None
@@ -129,6 +130,7 @@ class _UnixEnd:
         if self._is_parent:
             for old in list(self._conns.values()):
                 self._drop(old)
+        conn.emit = self._arrived_on(conn)
         self._conns[conn.fd] = conn
         self._epoll.register(conn.fd, _IN)
         self._send_refused = False
@@ -179,20 +181,34 @@ class _UnixEnd:
 
     # -- I/O -------------------------------------------------------------------------------------
 
-    def _pump(self) -> None:
-        """One look at the epoll set: accept, read frames into the inbox, note room to send."""
+    def _pump(self) -> bool:
+        """One look at the epoll set: accept, read frames into the inbox, note room to send.
+
+        True when every socket read was drained and nothing else happened: no need to look
+        again before the descriptor says so.
+        """
+        drained = True
         for fd, _ in self._epoll.poll(0):
             if fd == self._listen_fd:
                 self._accept()
+                drained = False
             elif fd == self._room.fd:
                 self._room.clear()
                 self._send_refused = False
+                drained = False
             else:
                 conn = self._conns.get(fd)
-                if conn is not None and len(self._inbox) < self._rcvhwm and not conn.read(self._arrived_on(conn)):
+                if conn is None or len(self._inbox) >= self._rcvhwm:
+                    drained = False
+                elif not conn.read():
                     self._gone(conn)
+                    drained = False
+                else:
+                    drained = drained and conn.short
         if not self._bound and not self._conns:
             self._redial()
+            drained = False
+        return drained
 
     def _send_on(self, conn: Connection, payload) -> bool:
         """Write one frame; False (the connection dropped, redialled when connecting) when it broke.
@@ -225,9 +241,13 @@ class _UnixEnd:
         if not inbox:
             if self._corked:
                 self._uncork()
-            self._pump()
+            if self._looked:  # the last look read everything there was: the descriptor
+                self._looked = False  # (level-triggered) tells when there is more
+                return None
+            looked = self._pump()
             if not inbox:
                 return None
+            self._looked = looked
         return inbox.popleft()
 
     # -- the interface ------------------------------------------------------------------------------

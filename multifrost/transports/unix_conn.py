@@ -34,7 +34,8 @@ class Connection:
     """A connected non-blocking Unix stream socket carrying frames; see the module doc."""
 
     __slots__ = ("sock", "fd", "identity", "endpoint", "_max", "_buf", "_view", "_start", "_stop",
-                 "_body", "_body_got", "_large", "_corked", "_out", "_lock", "queued", "_writer", "_on_room", "_hwm", "_broken")
+                 "_body", "_body_got", "_large", "_corked", "_out", "_lock", "queued", "_writer", "_on_room", "_hwm", "_broken",
+                 "emit", "short")
 
     def __init__(self, sock: socket.socket, endpoint: str, max_size: int, hwm: int,
                  on_room: Callable[[], None]) -> None:
@@ -63,16 +64,24 @@ class Connection:
         self.queued = 0  # messages with bytes in _out
         self._writer: threading.Thread | None = None
         self._broken = False
+        self.emit: Callable[[bytes], None] = _unclaimed  # what read() hands each frame to (set by the end)
+        self.short = True
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def read(self, emit: Callable[[bytes], None]) -> bool:
-        """One ``recv_into``; hands every complete frame to ``emit``. False when the connection is over."""
+    def read(self) -> bool:
+        """One ``recv_into``; hands every complete frame to ``emit``. False when the connection is over.
+
+        ``short`` tells afterwards whether the kernel had less than was asked for (it was drained).
+        """
+        self.short = True
         try:
             if self._body is not None:
-                got = self.sock.recv_into(self._body[self._body_got:])
+                room = self._body[self._body_got:]
             else:
-                got = self.sock.recv_into(self._view[self._stop:])
+                room = self._view[self._stop:]
+            got = self.sock.recv_into(room)
+            self.short = got < len(room)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError:
@@ -84,13 +93,13 @@ class Connection:
             self._body_got += got
             if self._body_got == len(self._body):
                 body, self._body = self._body, None
-                emit(bytes(body))
+                self.emit(bytes(body))
                 body.release()
                 if len(self._large) > _LARGE_KEEP:
                     self._large = bytearray()
             return True
         self._stop += got
-        return self._frames(emit)
+        return self._frames(self.emit)
 
     def _frames(self, emit: Callable[[bytes], None]) -> bool:
         buf, view, start, stop = self._buf, self._view, self._start, self._stop
@@ -261,3 +270,7 @@ class Connection:
                 pass
             writer.join()
         self.sock.close()
+
+
+def _unclaimed(payload: bytes) -> None:
+    raise RuntimeError("a connection read before its end set Connection.emit")
