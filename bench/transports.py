@@ -11,6 +11,7 @@ copy=False (+ ``.bytes``). Run: ``python bench/transports.py [--quick]``.
 """
 from __future__ import annotations
 
+import os
 import select
 import shutil
 import statistics
@@ -23,8 +24,10 @@ from typing import Callable
 
 import zmq
 
-from multifrost.transports import open_child_end, open_parent_end
-from multifrost.transports.zeromq import _shared_context
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script: this checkout
+
+from multifrost.transports import open_child_end, open_parent_end  # noqa: E402
+from multifrost.transports.zeromq import _shared_context  # noqa: E402
 
 WINDOW = 256
 STOP = b"\xffstop"
