@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import stat
+import threading
 
 import pytest
 
@@ -106,3 +109,39 @@ def test_a_connecting_parent_redials_after_an_oversized_reply(tmp_path):
     finally:
         parent.close()
         listener.close()
+
+
+def test_close_with_linger_lets_a_large_queued_frame_leave(tmp_path):
+    """A frame bigger than the kernel buffer is still being written when its end closes with a
+    linger: it arrives whole (a worker's last reply when it exits)."""
+    child = open_child_end(f"unix://{tmp_path}/l.sock", bind=True)
+    parent = open_parent_end(child.endpoint, bind=False)
+    try:
+        parent.send_blocking(b"hi", timeout=TIMEOUT)
+        peer, _ = child.recv_blocking(timeout=TIMEOUT)
+        big = bytes(range(256)) * (48 * 1024 * 4)  # 48 MiB: more than the socket buffers hold
+        assert child.send_nowait(peer, big)
+        closing = threading.Thread(target=child.close, kwargs={"linger": TIMEOUT})
+        closing.start()
+        assert parent.recv_blocking(timeout=TIMEOUT) == big
+        closing.join(TIMEOUT)
+        assert not closing.is_alive()
+    finally:
+        parent.close()
+        child.close()
+
+
+def test_spawn_over_unix_uses_a_private_directory_and_removes_it(tmp_path):
+    from multifrost import ParentWorker
+
+    script = tmp_path / "w.py"
+    script.write_text("from multifrost import ChildWorker\n\n"
+                      "class W(ChildWorker):\n    def ping(self):\n        return 'pong'\n\n"
+                      "if __name__ == '__main__':\n    W().run()\n")
+    with ParentWorker.spawn(str(script), transport="unix", heartbeat_interval=0, default_timeout=30) as worker:
+        path = worker.endpoint[len("unix://"):]
+        directory = os.path.dirname(path)
+        assert worker.call.ping() == "pong"
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert not os.path.exists(directory)
