@@ -27,6 +27,7 @@ _LARGE_KEEP = 16 * 1024 * 1024  # a large-frame buffer up to this size is kept f
 _SOCKBUF = 4 * 1024 * 1024  # kernel buffer per direction asked for (the kernel caps it at wmem_max)
 _SMALL = 16 * 1024  # payloads up to this size are joined to their header and sent in one piece
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_MAX_FRAME = 0xFFFFFFFF  # what the 4-byte length can say
 _identities = itertools.count(1)
 
 
@@ -158,6 +159,8 @@ class Connection:
                 frame = b"".join(corked)
                 corked.clear()
             return self._send([frame])
+        if size > _MAX_FRAME:
+            raise ValueError(f"{self.endpoint}: a payload of {size} bytes does not fit a frame (at most {_MAX_FRAME})")
         pieces = [size.to_bytes(4, "big"), payload]
         if corked:
             pieces.insert(0, b"".join(corked))
