@@ -9,7 +9,7 @@ import sys
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "multifrost"
-ZMQ_FREE = {"transports/memory.py", "transports/unix.py", "transports/unix_conn.py"}
+ZMQ_FREE = {"transports/memory.py", "transports/unix.py", "transports/unix_conn.py", "transports/unix_path.py"}
 
 
 def imports_zmq(path: pathlib.Path) -> bool:

@@ -2,7 +2,7 @@
 
 The thread (or event loop) that calls ``send_nowait`` / ``recv_nowait`` does the socket I/O
 itself, so a round trip costs two wake-ups instead of ZeroMQ's four. Framing and writing are
-in :mod:`multifrost.transports.unix_conn`.
+in :mod:`multifrost.transports.unix_conn`, the socket file in ``unix_path``.
 
 Either end may bind (the parent in spawn mode, the child in connect-style use) or connect.
 A bound end listens; a parent end has one connection at a time (a newer connection replaces
@@ -32,12 +32,9 @@ put it in a private (0700) directory, as spawn mode does.
 """
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import select
 import socket
-import stat
 import threading
 import time
 from collections import deque
@@ -46,6 +43,7 @@ from ..errors import TransportClosed, TransportError
 from . import Endpoint
 from .base import ChildEnd, ParentEnd, Wakeup
 from .unix_conn import Connection
+from .unix_path import Listener
 
 log = logging.getLogger("multifrost.transports")
 
@@ -72,9 +70,8 @@ class _UnixEnd:
         self._inbox: deque = deque()
         self._corked: list[Connection] = []  # connections holding deferred frames
         self._looked = False  # the last look at the sockets drained them (see _take)
-        self._listener: socket.socket | None = None
+        self._listener: Listener | None = None
         self._listen_fd = -1
-        self._inode: tuple[int, int] | None = None
         self._next_dial = 0.0
         self._epoll = select.epoll()
         self._room = Wakeup()
@@ -92,21 +89,11 @@ class _UnixEnd:
     # -- connections ---------------------------------------------------------------------------
 
     def _listen(self) -> None:
-        path = self._path
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            _remove_stale(path)
-            sock.bind(path)
-            os.chmod(path, 0o600)
-            sock.listen(64)
-            sock.setblocking(False)
-            info = os.stat(path)
+            self._listener = Listener(self._path)
         except OSError as exc:
-            sock.close()
             raise TransportError(f"cannot bind {self.endpoint}: {exc.strerror or exc}") from exc
-        self._inode = (info.st_dev, info.st_ino)
-        self._listener = sock
-        self._listen_fd = sock.fileno()
+        self._listen_fd = self._listener.sock.fileno()
         self._epoll.register(self._listen_fd, select.EPOLLIN)
 
     def _connection(self, sock: socket.socket) -> Connection:
@@ -171,7 +158,7 @@ class _UnixEnd:
     def _accept(self) -> None:
         while True:
             try:
-                sock, _ = self._listener.accept()
+                sock, _ = self._listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # out of descriptors, say: the peer waits in the backlog
@@ -287,37 +274,8 @@ class _UnixEnd:
         self._inbox.clear()
         if self._listener is not None:
             self._listener.close()
-            _remove_if_ours(self._path, self._inode)
         self._epoll.close()
         self._room.close()
-
-
-def _remove_stale(path: str) -> None:
-    """Remove a socket file nothing listens on any more; refuse to replace a live one."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise OSError(errno.EEXIST, "the path exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)  # left behind by a process that is gone
-        return
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, "address in use (another socket listens there)")
-
-
-def _remove_if_ours(path: str, inode: tuple[int, int] | None) -> None:
-    try:
-        info = os.lstat(path)
-        if (info.st_dev, info.st_ino) == inode:
-            os.unlink(path)
-    except OSError:
-        pass
 
 
 class UnixParentEnd(_UnixEnd, ParentEnd):
