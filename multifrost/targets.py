@@ -38,6 +38,9 @@ class SpawnTarget:
         self.transport = transport
         self.name = os.path.basename(self.script)
         self._ipc_dir: str | None = None
+        if transport == "unix" and not self.is_python:
+            raise ValueError(f"spawn transport 'unix' is spoken by Python workers only; {self.script} "
+                             f"run by {self.executable} needs 'tcp'")
 
     @property
     def is_python(self) -> bool:

@@ -145,3 +145,10 @@ def test_spawn_over_unix_uses_a_private_directory_and_removes_it(tmp_path):
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert not os.path.exists(directory)
+
+
+def test_spawn_over_unix_is_refused_for_a_worker_that_is_not_python():
+    from multifrost import ParentWorker
+
+    with pytest.raises(ValueError, match="Python workers only"):
+        ParentWorker.spawn("worker.js", executable="node", transport="unix")
