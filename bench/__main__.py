@@ -1,7 +1,8 @@
 """Run every benchmark and write the results: ``python -m bench [--quick] [--out DIR]``.
 
-Stages: codec (bench/codec.py), transports (bench/transports.py), RPC (bench/rpc.py) and the
-side-by-side comparison (bench/suite.py). Prints the comparison table; writes every table to
+Stages: codec (bench/codec.py), transports (bench/transports.py), RPC (bench/rpc.py), the
+side-by-side comparison (bench/suite.py) and multifrost among other libraries
+(bench/libraries.py). Prints the comparison tables; writes every table to
 DIR/results.md and, when matplotlib is installed (the ``[bench]`` extra), the latency
 distributions to DIR/latency.png.
 """
@@ -18,12 +19,12 @@ from typing import Callable
 import msgpack
 import zmq
 
-from bench import codec, rpc, suite, transports
+from bench import codec, libraries, rpc, suite, transports
 from multifrost.codec import IMPLEMENTATION
 
 SETTINGS = {  # quick: < 60 s on 2 cores; full: about 2 minutes
-    "quick": {"codec_reps": 31, "rpc_calls": 500, "rpc_reps": 3, "calls": 500, "reps": 3},
-    "full": {"codec_reps": 101, "rpc_calls": 2000, "rpc_reps": 7, "calls": 2000, "reps": 5},
+    "quick": {"codec_reps": 31, "rpc_calls": 500, "rpc_reps": 3, "calls": 500, "reps": 3, "rounds": 3, "echoes": 10},
+    "full": {"codec_reps": 101, "rpc_calls": 2000, "rpc_reps": 7, "calls": 2000, "reps": 5, "rounds": 5, "echoes": 30},
 }
 
 
@@ -59,13 +60,14 @@ def main() -> None:
     options = parser.parse_args()
     mode = "quick" if options.quick else "full"
     config = SETTINGS[mode]
-    progress = Progress(4)
+    progress = Progress(5)
     started = time.monotonic()
     try:
         codec_result = codec.run(config["codec_reps"], progress.begin("codec"))
         transport_result = transports.run(options.quick, progress.begin("transports"))
         rpc_result = rpc.measure(config["rpc_calls"], config["rpc_reps"], progress.begin("rpc"))
         comparison = suite.compare(config["calls"], config["reps"], progress.begin("comparison"))
+        among = libraries.run(config["rounds"], config["calls"], config["echoes"], progress.begin("libraries"))
     finally:
         progress.done()
     elapsed = time.monotonic() - started
@@ -76,7 +78,9 @@ def main() -> None:
               f"Python {platform.python_version()}, pyzmq {zmq.__version__} (libzmq {zmq.zmq_version()}), "
               f"msgpack {'.'.join(map(str, msgpack.version))}, codec={IMPLEMENTATION}, {os.cpu_count()} CPUs")
     comparison_lines = suite.report(comparison)
+    among_lines = libraries.report(among)
     document = ["# multifrost benchmarks", "", header, "",
+                "## multifrost among the libraries Python users pick (bench/libraries.py)", "", *among_lines, "",
                 "## multifrost against raw pyzmq, ProcessPoolExecutor and multiprocessing.Pipe", "",
                 *comparison_lines, ""]
     if charted:
@@ -91,6 +95,8 @@ def main() -> None:
     print(header)
     print()
     print("\n".join(comparison_lines))
+    print()
+    print("\n".join(among_lines))
     print()
     print(f"wrote {markdown}" + (f" and {png}" if charted else " (no chart: pip install 'multifrost[bench]')"))
 

@@ -9,6 +9,9 @@ class AddWorker(ChildWorker):
     async def aadd(self, a, b):
         return a + b
 
+    def echo(self, value):
+        return value
+
 
 if __name__ == "__main__":
     AddWorker().run()

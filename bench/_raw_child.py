@@ -1,4 +1,4 @@
-"""The baseline child: a blocking pyzmq ROUTER loop answering every CALL with msgpack, nothing else."""
+"""The baseline child: a blocking pyzmq ROUTER loop answering every CALL (add, or echo) with msgpack, nothing else."""
 import os
 import time
 
@@ -17,7 +17,8 @@ while True:
         reply = {"app": msg["app"], "id": msg["id"], "type": "heartbeat", "timestamp": time.time(),
                  "metadata": msg.get("metadata")}
     else:
-        a, b = msg["args"]
-        reply = {"app": msg["app"], "id": msg["id"], "type": "response", "timestamp": time.time(), "result": a + b}
+        args = msg["args"]
+        result = args[0] if msg.get("function") == "echo" else args[0] + args[1]
+        reply = {"app": msg["app"], "id": msg["id"], "type": "response", "timestamp": time.time(), "result": result}
     sock.send_multipart([peer, b"", msgpack.packb(reply)])
 sock.close(0)

@@ -6,11 +6,12 @@ interface wait on ``fileno()`` with poll and drain with ``recv_nowait`` (the RPC
 pattern); the raw baseline uses plain blocking pyzmq calls. Measures sequential round-trip
 latency (p50/p99) and pipelined throughput (window 256; 64 B and 64 KiB payloads), as
 medians of interleaved repetitions, and prints the ratio to the baseline of the same
-endpoint kind (memory is compared with raw inproc). Also times recv with copy=True against
+endpoint kind (memory is compared with raw inproc, unix with raw ipc). Also times recv with copy=True against
 copy=False (+ ``.bytes``). Run: ``python bench/transports.py [--quick]``.
 """
 from __future__ import annotations
 
+import os
 import select
 import shutil
 import statistics
@@ -23,8 +24,10 @@ from typing import Callable
 
 import zmq
 
-from multifrost.transports import open_child_end, open_parent_end
-from multifrost.transports.zeromq import _shared_context
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script: this checkout
+
+from multifrost.transports import open_child_end, open_parent_end  # noqa: E402
+from multifrost.transports.zeromq import _shared_context  # noqa: E402
 
 WINDOW = 256
 STOP = b"\xffstop"
@@ -182,8 +185,8 @@ def measure(make, url: str, config: dict) -> dict[str, float]:
 def urls(kind: str, tmpdir: str) -> str:
     if kind == "tcp":
         return "tcp://127.0.0.1:0"
-    if kind == "ipc":
-        return f"ipc://{tmpdir}/{uuid.uuid4().hex[:8]}.sock"
+    if kind in ("ipc", "unix"):
+        return f"{kind}://{tmpdir}/{uuid.uuid4().hex[:8]}.sock"
     return f"{kind}://{uuid.uuid4().hex}"
 
 
@@ -214,7 +217,7 @@ def copy_micro(reps: int) -> list[tuple[int, float, float]]:
     return rows
 
 
-PAIRS = [("tcp", "tcp"), ("ipc", "ipc"), ("inproc", "inproc"), ("memory", "inproc")]
+PAIRS = [("tcp", "tcp"), ("ipc", "ipc"), ("inproc", "inproc"), ("memory", "inproc"), ("unix", "ipc")]
 FIELDS = ("p50", "p99", "tp64", "tp64k")
 
 

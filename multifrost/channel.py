@@ -412,8 +412,8 @@ class AsyncChannel(_Channel):
     async def _send_when_ready(self, future: asyncio.Future, payload: bytes) -> None:
         """Refused at the high-water mark (or no peer yet): retry on each wake-up of the socket."""
         while not future.done():
+            self.drain()  # sets _ready itself: clear it after, or this loop never sleeps
             self._ready.clear()
-            self.drain()
             if self.end.send_nowait(payload):
                 return
             waiter = self._loop.create_task(self._ready.wait())

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 class SpawnTarget:
     """Spawn mode: bind the parent end, start the child process with the endpoint in its env."""
 
-    transports = ("tcp", "ipc")
+    transports = ("tcp", "ipc", "unix")
 
     def __init__(self, script: str, executable: str | None, args: tuple, env: dict | None,
                  cwd: str | None, transport: str) -> None:
@@ -38,6 +38,9 @@ class SpawnTarget:
         self.transport = transport
         self.name = os.path.basename(self.script)
         self._ipc_dir: str | None = None
+        if transport == "unix" and not self.is_python:
+            raise ValueError(f"spawn transport 'unix' is spoken by Python workers only; {self.script} "
+                             f"run by {self.executable} needs 'tcp'")
 
     @property
     def is_python(self) -> bool:
@@ -73,7 +76,7 @@ class SpawnTarget:
             return "tcp://127.0.0.1:0"
         if self._ipc_dir is None:
             self._ipc_dir = tempfile.mkdtemp(prefix="multifrost-")  # mode 0700
-        return f"ipc://{self._ipc_dir}/{uuid.uuid4().hex[:12]}.sock"
+        return f"{self.transport}://{self._ipc_dir}/{uuid.uuid4().hex[:12]}.sock"
 
     def close(self) -> None:
         if self._ipc_dir is not None:

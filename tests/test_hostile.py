@@ -4,6 +4,7 @@ Neither side may stop serving: each bad message is dropped (the child logs one l
 and the next valid call is answered.
 """
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -75,6 +76,73 @@ class RawParent:
             self.ctx.term()
 
 
+class RawUnixParent(RawParent):
+    """A bare listening Unix socket speaking unix:// frames (a 4-byte length, the payload) and a
+    spawned Python child connected to it; ZeroMQ frames given to ``send`` are joined into one payload."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, "raw.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(4)
+        self.listener.settimeout(30)
+        env = {**os.environ, "MULTIFROST_ENDPOINT": f"unix://{self.path}"}
+        env.pop("COMLINK_ZMQ_PORT", None)
+        self.proc = subprocess.Popen([sys.executable, MATH_WORKER], env=env, stdin=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.stderr_lines = []
+        self.accept()
+
+    def accept(self) -> None:
+        """Take the child's (next) connection."""
+        self.conn, _ = self.listener.accept()
+        self.conn.settimeout(10)
+        self.pending = b""
+
+    def send(self, frames: list[bytes]) -> None:
+        self.send_raw(_frame(b"".join(frames)))
+
+    def send_raw(self, data: bytes) -> None:
+        self.conn.sendall(data)
+
+    def call(self, function: str, args: list, timeout: float = 10.0):
+        message = protocol.call(function, args)
+        self.send([pack_message(message)])
+        deadline = time.monotonic() + timeout
+        while True:
+            assert time.monotonic() < deadline, f"no reply to {function}{tuple(args)}"
+            reply = unpack_message(self._next_payload())
+            if reply["type"] == "stderr":
+                self.stderr_lines.extend(reply["output"].splitlines())
+            elif reply.get("id") == message["id"]:
+                return reply
+
+    def _next_payload(self) -> bytes:
+        while len(self.pending) < 4 or len(self.pending) < 4 + int.from_bytes(self.pending[:4], "big"):
+            chunk = self.conn.recv(65536)
+            assert chunk, "the child hung up"
+            self.pending += chunk
+        size = int.from_bytes(self.pending[:4], "big")
+        payload, self.pending = self.pending[4:4 + size], self.pending[4 + size:]
+        return payload
+
+    def close(self) -> None:
+        try:
+            self.send([pack_message(protocol.shutdown())])
+            self.proc.wait(10)
+        except (subprocess.TimeoutExpired, OSError):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            self.proc.stderr.close()
+            self.conn.close()
+            self.listener.close()
+
+
+def _frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
 def _serving(parent: RawParent):
     try:
         assert parent.call("add", [1, 2], timeout=30)["result"] == 3  # connected and serving
@@ -83,10 +151,10 @@ def _serving(parent: RawParent):
         parent.close()
 
 
-@pytest.fixture
-def raw_parent():
-    """A spawned child and the raw DEALER it connected to."""
-    yield from _serving(RawParent())
+@pytest.fixture(params=["tcp", "unix"])
+def raw_parent(request, tmp_path):
+    """A spawned child and the raw DEALER (tcp) or raw Unix socket (unix://) it connected to."""
+    yield from _serving(RawParent() if request.param == "tcp" else RawUnixParent(str(tmp_path)))
 
 
 @pytest.fixture
@@ -145,6 +213,14 @@ def test_each_hostile_message_is_dropped_with_one_log_line(raw_parent):
     ({"id": "c4", "function": "add", "args": [1, "x"]}, "TypeError"),
 ])
 def test_malformed_calls_are_answered_with_an_error(raw_parent, message, error):
+    if isinstance(raw_parent, RawUnixParent):
+        raw_parent.send([_map(app=APP, type="call", timestamp=0.0, **message)])
+        reply = None
+        while reply is None or reply["type"] != "error":
+            reply = unpack_message(raw_parent._next_payload())
+        assert reply["error"].startswith(error) and reply["id"] == message.get("id")
+        assert raw_parent.call("add", [2, 2])["result"] == 4
+        return
     raw_parent.send([b"", _map(app=APP, type="call", timestamp=0.0, **message)])
     while True:  # the error answers the malformed call; find it among what arrives
         reply = unpack_message(raw_parent.sock.recv_multipart()[-1]) if raw_parent.sock.poll(10_000) else None
@@ -167,6 +243,28 @@ def test_a_frame_past_the_size_limit_costs_only_that_connection(raw_client):
         except AssertionError:
             assert time.monotonic() < deadline, "the service never answered again"
     assert raw_client.proc.poll() is None
+
+
+@pytest.mark.parametrize("what, data", [
+    ("a length past max_message_size", (66 * 1024 * 1024).to_bytes(4, "big") + b"\x00" * 64),
+    ("a length of 4 GiB", b"\xff\xff\xff\xff"),
+])
+def test_a_unix_frame_past_the_size_limit_costs_only_that_connection(tmp_path, what, data):
+    """The child drops a connection that announces too large a frame (one log line) and dials
+    its parent again; the new connection is served."""
+    parent = RawUnixParent(str(tmp_path))
+    try:
+        assert parent.call("add", [1, 2], timeout=30)["result"] == 3
+        parent.send_raw(data)
+        parent.conn.settimeout(30)
+        while parent.conn.recv(65536):  # whatever was in flight, then the hang-up
+            pass
+        parent.conn.close()
+        parent.accept()
+        assert parent.call("add", [20, 22], timeout=30)["result"] == 42, what
+        assert parent.proc.poll() is None
+    finally:
+        parent.close()
 
 
 # -- hypothesis: generated hostile frames -------------------------------------------------

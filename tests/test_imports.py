@@ -1,4 +1,4 @@
-"""Only multifrost/transports/ may import zmq, and its memory backend may not."""
+"""Only multifrost/transports/ may import zmq, and its memory and unix backends may not."""
 from __future__ import annotations
 
 import ast
@@ -6,7 +6,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "multifrost"
+ZMQ_FREE = {"transports/memory.py", "transports/unix.py", "transports/unix_conn.py", "transports/unix_path.py"}
 
 
 def imports_zmq(path: pathlib.Path) -> bool:
@@ -29,23 +32,43 @@ def test_only_the_transports_import_zmq():
     offenders = []
     for path in modules:
         relative = path.relative_to(PACKAGE).as_posix()
-        allowed = relative.startswith("transports/") and relative != "transports/memory.py"
+        allowed = relative.startswith("transports/") and relative not in ZMQ_FREE
         if not path.suffix == ".pyx" and imports_zmq(path) and not allowed:
             offenders.append(relative)
     assert offenders == []
     assert imports_zmq(PACKAGE / "transports" / "zeromq.py")  # the check does see imports
 
 
-def test_memory_transport_runs_without_loading_zmq():
+@pytest.mark.parametrize("url", ["memory://x", "unix://{tmp}/x.sock"])
+def test_zmq_free_transports_run_without_loading_zmq(url, tmp_path):
+    url = url.format(tmp=tmp_path)
     code = (
         "import sys\n"
         "from multifrost.transports import open_child_end, open_parent_end\n"
-        "child = open_child_end('memory://x', bind=True)\n"
-        "parent = open_parent_end('memory://x', bind=False)\n"
+        f"child = open_child_end({url!r}, bind=True)\n"
+        f"parent = open_parent_end({url!r}, bind=False)\n"
         "assert parent.send_nowait(b'hi')\n"
-        "assert child.recv_nowait()[1] == b'hi'\n"
+        "assert child.recv_blocking(timeout=10)[1] == b'hi'\n"
         "parent.close(); child.close()\n"
         "assert 'zmq' not in sys.modules, 'zmq was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=PACKAGE.parent, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_worker_does_not_import_the_parent_side():
+    """``from multifrost import ChildWorker`` (what a worker script does) loads no parent-side modules:
+    they would only slow every worker's start."""
+    code = (
+        "import sys\n"
+        "from multifrost import ChildWorker\n"
+        "import multifrost.runner\n"
+        "loaded = sorted(m for m in ('multifrost.parent', 'multifrost.pool', 'multifrost.channel',\n"
+        "                            'multifrost.targets', 'multifrost.registry') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+        "import multifrost\n"
+        "assert multifrost.ParentWorker.__name__ == 'ParentWorker'  # still there on first use\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=PACKAGE.parent, timeout=60)

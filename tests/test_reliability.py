@@ -25,11 +25,17 @@ def api(request):
     return request.param
 
 
+@pytest.fixture(params=["tcp", "unix"])
+def transport(request):
+    """The spawn transport: ZeroMQ over tcp, or the native unix:// sockets."""
+    return request.param
+
+
 # -- heartbeats ---------------------------------------------------------------------------
 
-def test_heartbeats_measure_rtt_while_busy_and_can_be_turned_off(api):
-    beating = CLIENTS[api](ParentWorker.spawn(MATH, heartbeat_interval=0.02))
-    silent = CLIENTS[api](ParentWorker.spawn(MATH, heartbeat_interval=0))
+def test_heartbeats_measure_rtt_while_busy_and_can_be_turned_off(api, transport):
+    beating = CLIENTS[api](ParentWorker.spawn(MATH, heartbeat_interval=0.02, transport=transport))
+    silent = CLIENTS[api](ParentWorker.spawn(MATH, heartbeat_interval=0, transport=transport))
     beating.start()
     silent.start()
     try:
@@ -45,9 +51,9 @@ def test_heartbeats_measure_rtt_while_busy_and_can_be_turned_off(api):
         silent.close()
 
 
-def test_wedged_child_turns_unhealthy_and_recovers(api):
+def test_wedged_child_turns_unhealthy_and_recovers(api, transport):
     """SIGSTOP: heartbeats miss, the worker is unhealthy, calls time out; SIGCONT: healthy again."""
-    client = CLIENTS[api](ParentWorker.spawn(MATH, heartbeat_interval=0.05, heartbeat_timeout=0.2,
+    client = CLIENTS[api](ParentWorker.spawn(MATH, transport=transport, heartbeat_interval=0.05, heartbeat_timeout=0.2,
                                              heartbeat_max_misses=2))
     client.start()
     pid = client.worker.pid
@@ -70,8 +76,8 @@ def test_wedged_child_turns_unhealthy_and_recovers(api):
 # -- crashes ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("auto_restart", [False, True], ids=["no-restart", "auto-restart"])
-def test_kill9_with_1000_calls_in_flight(api, auto_restart):
-    client = CLIENTS[api](ParentWorker.spawn(MATH, auto_restart=auto_restart, default_timeout=60.0,
+def test_kill9_with_1000_calls_in_flight(api, transport, auto_restart):
+    client = CLIENTS[api](ParentWorker.spawn(MATH, transport=transport, auto_restart=auto_restart, default_timeout=60.0,
                                              heartbeat_interval=0))
     client.start()
     try:
@@ -110,9 +116,9 @@ def test_kill9_with_1000_calls_in_flight(api, auto_restart):
         client.close()
 
 
-def test_calls_wait_for_a_restart_within_their_timeout(api, tmp_path):
+def test_calls_wait_for_a_restart_within_their_timeout(api, transport, tmp_path):
     hold = tmp_path / "hold"
-    client = CLIENTS[api](ParentWorker.spawn(FLAKY, auto_restart=True, heartbeat_interval=0, env={
+    client = CLIENTS[api](ParentWorker.spawn(FLAKY, transport=transport, auto_restart=True, heartbeat_interval=0, env={
         "STARTS_FILE": str(tmp_path / "starts"), "HOLD_FLAG": str(hold)}))
     client.start()
     try:
@@ -133,8 +139,8 @@ def test_calls_wait_for_a_restart_within_their_timeout(api, tmp_path):
 
 # -- the child's shutdown ----------------------------------------------------------------
 
-def _slow_client(api, grace):
-    return CLIENTS[api](ParentWorker.spawn(SLOW, default_timeout=30.0, heartbeat_interval=0,
+def _slow_client(api, grace, transport):
+    return CLIENTS[api](ParentWorker.spawn(SLOW, transport=transport, default_timeout=30.0, heartbeat_interval=0,
                                            env={"SHUTDOWN_GRACE": str(grace)}))
 
 
@@ -159,9 +165,9 @@ def _exit_code(client, pid):
     return info.value.exit_code
 
 
-def test_sigterm_child_finishes_calls_in_flight_then_exits_0(api, tmp_path):
+def test_sigterm_child_finishes_calls_in_flight_then_exits_0(api, transport, tmp_path):
     flag = tmp_path / "go"
-    client = _slow_client(api, grace=30)
+    client = _slow_client(api, grace=30, transport=transport)
     client.start()
     try:
         calls = [("block_until", (str(flag), 30))] * 3 + [("await_until", (str(flag), 30))] * 10
@@ -177,8 +183,8 @@ def test_sigterm_child_finishes_calls_in_flight_then_exits_0(api, tmp_path):
         client.close()
 
 
-def test_sigterm_child_answers_calls_past_the_grace_with_an_error(api, tmp_path):
-    client = _slow_client(api, grace=0.2)
+def test_sigterm_child_answers_calls_past_the_grace_with_an_error(api, transport, tmp_path):
+    client = _slow_client(api, grace=0.2, transport=transport)
     client.start()
     try:
         never = str(tmp_path / "never")

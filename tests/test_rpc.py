@@ -10,7 +10,7 @@ from math_worker import MathWorker, OtherNamespace
 from multifrost import (CallTimeoutError, ParentWorker, PayloadError, RemoteCallError, WorkerCrashedError,
                         WorkerStartError)
 
-KINDS = ["spawn-tcp", "spawn-ipc", "memory", "inproc"]
+KINDS = ["spawn-tcp", "spawn-ipc", "spawn-unix", "memory", "inproc"]
 
 
 def make_worker(kind, script, **options):

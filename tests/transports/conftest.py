@@ -10,7 +10,7 @@ import pytest
 
 from multifrost.transports import open_child_end, open_parent_end
 
-BACKENDS = ["tcp", "ipc", "inproc", "memory"]
+BACKENDS = ["tcp", "ipc", "inproc", "memory", "unix"]
 
 
 class Ends:
@@ -25,8 +25,8 @@ class Ends:
         """A fresh address to bind for this backend (tcp asks for a free port)."""
         if self.backend == "tcp":
             return "tcp://127.0.0.1:0"
-        if self.backend == "ipc":
-            return f"ipc://{self._tmpdir}/{uuid.uuid4().hex[:8]}.sock"
+        if self.backend in ("ipc", "unix"):
+            return f"{self.backend}://{self._tmpdir}/{uuid.uuid4().hex[:8]}.sock"
         return f"{self.backend}://{uuid.uuid4().hex}"
 
     def parent(self, url: str, *, bind: bool, **options):

@@ -1,4 +1,4 @@
-"""Behaviour every transport backend must share (tcp, ipc, inproc, memory)."""
+"""Behaviour every transport backend must share (tcp, ipc, inproc, memory, unix)."""
 from __future__ import annotations
 
 import asyncio
@@ -305,7 +305,7 @@ def test_writable_reports_room_after_a_refused_send(ends):
     assert parent.send_nowait(b"after")
 
 
-@pytest.mark.parametrize("backend", ["tcp", "ipc", "memory"])  # ZeroMQ inproc connections do not reconnect
+@pytest.mark.parametrize("backend", ["tcp", "ipc", "memory", "unix"])  # ZeroMQ inproc connections do not reconnect
 def test_reconnect_after_the_bound_child_restarts(ends):
     child = ends.child(ends.address(), bind=True)
     endpoint = child.endpoint
@@ -344,7 +344,7 @@ def test_tcp_port_zero_reports_the_real_port(ends):
     assert child.recv_blocking(timeout=DEADLINE)[1] == b"found you"
 
 
-@pytest.mark.parametrize("backend", ["tcp", "ipc", "memory"])  # ZeroMQ does not enforce MAXMSGSIZE on inproc
+@pytest.mark.parametrize("backend", ["tcp", "ipc", "memory", "unix"])  # ZeroMQ does not enforce MAXMSGSIZE on inproc
 def test_oversized_message_is_not_delivered_and_the_next_one_is(ends):
     child = ends.child(ends.address(), bind=True, max_message_size=1000)
     parent = ends.parent(child.endpoint, bind=False)

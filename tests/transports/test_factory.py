@@ -19,6 +19,7 @@ from multifrost.transports import Endpoint, open_child_end, open_parent_end, par
         ("ipc:///tmp/x.sock", Endpoint("ipc", name="/tmp/x.sock")),
         ("inproc://name", Endpoint("inproc", name="name")),
         ("memory://name", Endpoint("memory", name="name")),
+        ("unix:///tmp/x.sock", Endpoint("unix", name="/tmp/x.sock")),
     ],
 )
 def test_parse_good_endpoints(url, endpoint):
@@ -43,6 +44,9 @@ def test_parse_good_endpoints(url, endpoint):
         ("ipc:///" + "d" * 200, "too long for a Unix socket"),
         ("inproc://", "empty name"),
         ("memory://", "empty name"),
+        ("unix://", "empty path"),
+        ("unix://@abstract", "abstract sockets are not accepted"),
+        ("unix:///" + "d" * 200, "too long for a Unix socket"),
     ],
 )
 def test_bad_endpoints_name_the_string_and_the_problem(url, reason):
@@ -87,3 +91,30 @@ def test_zeromq_bind_conflict_is_a_transport_error():
     with open_child_end("tcp://127.0.0.1:0", bind=True) as first:
         with pytest.raises(TransportError, match="cannot bind"):
             open_child_end(first.endpoint, bind=True)
+
+
+def test_unix_bind_and_connect_errors_name_the_endpoint(tmp_path):
+    url = f"unix://{tmp_path}/w.sock"
+    with pytest.raises(TransportError, match=f"cannot connect to {url}"):
+        open_parent_end(url, bind=False)
+    with open_child_end(url, bind=True):
+        assert oct((tmp_path / "w.sock").stat().st_mode & 0o777) == oct(0o600)
+        with pytest.raises(TransportError, match="address in use"):
+            open_parent_end(url, bind=True)
+    assert not (tmp_path / "w.sock").exists()  # a bound end removes its socket file
+    (tmp_path / "plain").write_text("not a socket")
+    with pytest.raises(TransportError, match="not a socket"):
+        open_child_end(f"unix://{tmp_path}/plain", bind=True)
+
+
+def test_unix_bind_replaces_a_socket_file_left_behind(tmp_path):
+    import socket
+
+    path = str(tmp_path / "stale.sock")
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    leftover.bind(path)
+    leftover.close()  # the file stays, nothing listens
+    with open_child_end(f"unix://{path}", bind=True) as child:
+        with open_parent_end(child.endpoint, bind=False) as parent:
+            parent.send_blocking(b"hi", timeout=10)
+            assert child.recv_blocking(timeout=10)[1] == b"hi"
