@@ -26,11 +26,13 @@ from .metrics import Metrics, NullMetrics
 from .process import ChildProcess
 from .proxy import CallProxy
 from .targets import ConnectTarget, InprocessTarget, SpawnTarget
+from .timeouts import check_timeout
 
 log = logging.getLogger("multifrost.parent")
 output_log = logging.getLogger("multifrost.child_output")
 
 _UNSET: Any = object()
+_FORKED = "forked"  # the mode of a worker inherited through fork(): unusable in this process
 _START_PROBE = 0.25  # seconds between readiness heartbeats while a worker starts
 _LAST_WORDS = 0.05  # seconds a dead child's last replies get to arrive before its calls fail
 _CLOSE_GRACE = 2.0  # seconds a child gets to exit after SHUTDOWN, and again after SIGTERM
@@ -57,9 +59,11 @@ class ParentWorker:
     """A handle on one worker. Build it with ``spawn``, ``connect`` or ``inprocess``; those do no I/O."""
 
     def __init__(self, target, options: _Options) -> None:
+        check_timeout(options.default_timeout, "default_timeout")
         self._target = target
         self._options = options
         self._mode: str | None = None
+        self._owner_pid: int | None = None  # the process that started the worker
         self._closing = False
         self._channel: SyncChannel | AsyncChannel | None = None
         self._process: ChildProcess | None = None
@@ -169,6 +173,8 @@ class ParentWorker:
             raise TypeError(f"function name must be str, not {type(function).__name__}")
         if timeout is _UNSET:
             timeout = self._options.default_timeout
+        else:
+            timeout = check_timeout(timeout)
         permit = self._breaker.allow()
         if permit is None:
             raise CircuitOpenError(f"circuit breaker open for {self._target.describe()}: "
@@ -204,6 +210,17 @@ class ParentWorker:
 
     def _what(self, function: str) -> str:
         return f"call {function}() to {self._target.describe()}"
+
+    def _ping_channel(self, timeout: float | None) -> tuple[SyncChannel | AsyncChannel, float]:
+        """The channel a ping goes out on and its timeout (default ``heartbeat_timeout``);
+        TransportClosed after close(), the crash (WorkerCrashedError) while the worker is down."""
+        timeout = check_timeout(timeout)
+        channel = self._channel
+        if self._closing or channel is None:
+            if self._closing or self._down is None:
+                raise TransportClosed(f"{self._target.describe()} was closed")
+            raise self._down
+        return channel, self._options.heartbeat_timeout if timeout is None else timeout
 
     # -- sync API --------------------------------------------------------------------------
 
@@ -244,9 +261,10 @@ class ParentWorker:
         """One heartbeat round trip, in milliseconds."""
         if self._mode != "sync":
             self._wrong_mode("ping", "start()")
+        channel, timeout = self._ping_channel(timeout)
         message = protocol.heartbeat()
-        reply = self._channel.request(message["id"], pack_message(message), timeout or self._options.heartbeat_timeout,
-                                      f"heartbeat to {self._target.describe()}")
+        reply = channel.request(message["id"], pack_message(message), timeout,
+                                f"heartbeat to {self._target.describe()}")
         return self._heartbeat_rtt(reply)
 
     def restart(self) -> None:
@@ -273,6 +291,8 @@ class ParentWorker:
 
     def close(self) -> None:
         """Stop heartbeats, shut the child down (spawn) and release everything; idempotent."""
+        if self._mode == _FORKED:
+            return self._forget()
         if self._mode == "async":
             raise RuntimeError("this worker was started with astart(); close it with await aclose()")
         if self._closing:
@@ -304,12 +324,28 @@ class ParentWorker:
         self._exiting = True
         return self._process
 
+    def _forked(self) -> None:
+        """This process is a fork of the one that started the worker (exit_hooks calls this in
+        the new process): the child, sockets and threads are that process's; using them here
+        would steal its replies or spin, so every use raises instead."""
+        self._mode = _FORKED
+
+    def _forget(self) -> None:
+        """close()/aclose() in a forked process: drop the inherited references, stop nothing."""
+        self._closing = True
+        self._channel = self._process = self._supervisor = None
+
     def _claim(self, mode: str) -> None:
         if self._mode is not None:
             raise RuntimeError(f"this worker was already started ({self._mode} API); a ParentWorker starts once")
         self._mode = mode
+        self._owner_pid = os.getpid()
 
     def _wrong_mode(self, what: str, starter: str) -> None:
+        if self._mode == _FORKED:
+            raise MultifrostError(f"{what}: this worker was started in process {self._owner_pid} and this is a "
+                                  f"forked process ({os.getpid()}); a worker cannot be used across fork(): "
+                                  f"start a new worker in this process")
         if self._mode is None:
             raise RuntimeError(f"the worker is not started: call {starter} (or use it as a context manager) first")
         other = "start()" if self._mode == "sync" else "astart()"
@@ -566,10 +602,10 @@ class ParentWorker:
         """One heartbeat round trip, in milliseconds."""
         if self._mode != "async":
             self._wrong_mode("aping", "astart()")
+        channel, timeout = self._ping_channel(timeout)
         message = protocol.heartbeat()
-        reply = await self._channel.request(message["id"], pack_message(message),
-                                            timeout or self._options.heartbeat_timeout,
-                                            f"heartbeat to {self._target.describe()}")
+        reply = await channel.request(message["id"], pack_message(message), timeout,
+                                      f"heartbeat to {self._target.describe()}")
         return self._heartbeat_rtt(reply)
 
     async def arestart(self) -> None:
@@ -595,6 +631,8 @@ class ParentWorker:
 
     async def aclose(self) -> None:
         """Stop heartbeats, shut the child down (spawn) and release everything; idempotent."""
+        if self._mode == _FORKED:
+            return self._forget()
         if self._mode == "sync":
             raise RuntimeError("this worker was started with start(); close it with close()")
         if self._closing:
