@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RegistryError, ServiceNotFoundError
-from .registry_lock import hold_locks, pid_alive
+from .registry_lock import HeldLocks, pid_alive
 
 logger = logging.getLogger("multifrost.registry")
 
@@ -315,10 +315,10 @@ class FileRegistry(Registry):
 
     # -- the two locks (registry_lock) ----------------------------------------------------
 
-    def _locked(self) -> contextlib.AbstractContextManager[None]:
+    def _locked(self) -> HeldLocks:
         """Hold both the O_EXCL file lock and the JavaScript peer's directory lock."""
         self._ensure_dir()
-        return hold_locks(self.lock_path, self.dir_lock_path, self.path, self.lock_timeout, self.stale_after)
+        return HeldLocks(self.lock_path, self.dir_lock_path, self.path, self.lock_timeout, self.stale_after)
 
 
 def default_registry() -> FileRegistry:

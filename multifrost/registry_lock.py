@@ -6,8 +6,12 @@ The file lock ``services.lock`` is created with ``O_CREAT|O_EXCL`` and holds its
 lock older than ``stale_after`` seconds (a hung holder, or a lock without a readable pid) is
 broken too.
 
-A Ctrl-C can never cut a lock's creation from its bookkeeping, or its release in two: those few
-statements run with SIGINT held, and the held signal is delivered right after them.
+A Ctrl-C (KeyboardInterrupt) may land anywhere, even between a lock's creation and the note
+that it is ours, or at the very entry of ``__exit__``. So a lock is noted as being taken before
+it is created, the file lock never exists without its pid, every release step can be repeated,
+and what a signal still leaves behind is released when the interrupted ``with`` is freed
+(``__del__``), broken at once by the next writer of this process (no running frame holds it),
+and, once the process is gone, by any writer (its owner is dead).
 """
 from __future__ import annotations
 
@@ -15,17 +19,22 @@ import contextlib
 import logging
 import os
 import random
-import signal
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from types import FrameType
 
 from .errors import RegistryError
 
 logger = logging.getLogger("multifrost.registry")
 
 Identity = tuple[int, int]  # (inode, mtime in ns): tells our lock from one that replaced it
+Taking = int  # the time (ns) a lock was being taken at, while its identity is not known yet
+_CLOCK_SLACK_NS = 20_000_000  # file times come from a coarse clock, up to a tick behind time_ns()
+
+_mutex = threading.RLock()  # this process's takes, releases and judgements of its own locks
+_holders: dict[Path, FrameType] = {}  # lock -> the frame of this process that holds it
 
 
 def pid_alive(pid: int) -> bool:
@@ -43,55 +52,80 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def sigint_held() -> Iterator[None]:
-    """Run the body with Ctrl-C held back, then deliver it (Python handlers only run in the
-    main thread, so elsewhere, or when SIGINT has no Python handler, there is nothing to hold)."""
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(previous):
-        yield
-        return
-    caught = []
-    try:
-        signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
-    except ValueError:  # not the main interpreter
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            previous(signal.SIGINT, caught[0])
+class HeldLocks:
+    """``with HeldLocks(...):`` holds the file lock, then the directory lock, for the body;
+    RegistryError after ``timeout`` s. A class, not a generator: a signal landing between a
+    generator's ``yield`` and the ``with`` body would leave the locks taken until the
+    interrupted frame is freed; here whatever escapes ``__enter__`` releases them first.
 
+    Each lock this process holds is noted in ``_holders`` with the frame that runs the ``with``;
+    a release removes only a lock still noted as this one's, so that a late release (``__del__``)
+    never removes a lock that was broken as left behind and then taken again."""
 
-@contextlib.contextmanager
-def hold_locks(file_lock: Path, dir_lock: Path, registry: Path, timeout: float,
-               stale_after: float) -> Iterator[None]:
-    """Hold the file lock, then the directory lock, for the body; RegistryError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    held: dict[Path, Identity] = {}
-    try:
-        for path, is_dir in ((file_lock, False), (dir_lock, True)):
-            while True:
-                with sigint_held():  # created and noted as ours, or neither
-                    identity = _try_lock(path, is_dir, stale_after)
-                    if identity is not None:
-                        held[path] = identity
-                if identity is not None:
-                    break
-                if time.monotonic() >= deadline:
-                    owner = _owner(path)
-                    raise RegistryError(
-                        f"could not lock service registry {registry} within {timeout:g} s: {path} is held by "
-                        f"{f'pid {owner}' if owner else 'another process'}; if no process is writing the "
-                        f"registry, delete the lock")
-                time.sleep(random.uniform(0.001, 0.01))
-        yield
-    finally:
-        with sigint_held():
-            for path, identity in reversed(held.items()):
-                _unlock(path, identity, is_dir=path == dir_lock)
+    def __init__(self, file_lock: Path, dir_lock: Path, registry: Path, timeout: float, stale_after: float) -> None:
+        self._locks = ((file_lock, False), (dir_lock, True))
+        self._registry = registry
+        self._timeout = timeout
+        self._stale_after = stale_after
+        self._held: dict[Path, Identity | Taking] = {}
+        self._holder: FrameType | None = None
+
+    def __enter__(self) -> None:
+        try:
+            self._holder = sys._getframe(1)
+            deadline = time.monotonic() + self._timeout
+            for path, is_dir in self._locks:
+                while not self._take(path, is_dir):
+                    if time.monotonic() >= deadline:
+                        raise self._timed_out(path)
+                    time.sleep(random.uniform(0.001, 0.01))
+        except BaseException:
+            self._release()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self._release()
+
+    def __del__(self) -> None:
+        if self._held:
+            self._release()  # a Ctrl-C at the entry of __exit__ skipped it
+
+    def _take(self, path: Path, is_dir: bool) -> bool:
+        with _mutex:
+            self._held[path] = time.time_ns() - _CLOCK_SLACK_NS  # noted before it exists
+            identity = _try_lock(path, is_dir, self._stale_after)
+            if identity is None:
+                del self._held[path]
+                return False
+            _holders[path] = self._holder
+            self._held[path] = identity
+            return True
+
+    def _release(self) -> None:
+        try:
+            self._unlock_all()
+        finally:
+            self._unlock_all()  # again, if a Ctrl-C cut the first pass short
+
+    def _unlock_all(self) -> None:
+        while self._held:
+            path, identity = next(reversed(self._held.items()))  # the directory lock first
+            with _mutex:
+                holder = _holders.get(path)
+                if holder is self._holder or (holder is None and not isinstance(identity, tuple)):
+                    if isinstance(identity, tuple):
+                        _unlock(path, identity, is_dir=path == self._locks[1][0])
+                    else:
+                        _unlock_if_made(path, identity, is_dir=path == self._locks[1][0])
+                    _holders.pop(path, None)
+                self._held.pop(path, None)
+
+    def _timed_out(self, path: Path) -> RegistryError:
+        owner = _owner(path)
+        return RegistryError(
+            f"could not lock service registry {self._registry} within {self._timeout:g} s: {path} is held by "
+            f"{f'pid {owner}' if owner else 'another process'}; if no process is writing the registry, "
+            f"delete the lock")
 
 
 def _try_lock(path: Path, is_dir: bool, stale_after: float) -> Identity | None:
@@ -100,24 +134,29 @@ def _try_lock(path: Path, is_dir: bool, stale_after: float) -> Identity | None:
         if is_dir:
             os.mkdir(path)
         else:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            _link_file_lock(path)
+        st = os.stat(path)
     except FileExistsError:
         _break_if_stale(path, is_dir, stale_after)
         return None
     except OSError as exc:
         raise RegistryError(f"cannot create registry lock {path}: {exc.strerror or exc}") from exc
-    try:
-        if not is_dir:
-            try:
-                os.write(fd, str(os.getpid()).encode())
-            finally:
-                os.close(fd)
-        st = os.stat(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            _remove(path, is_dir=is_dir)
-        raise RegistryError(f"cannot write registry lock {path}: {exc.strerror or exc}") from exc
     return st.st_ino, st.st_mtime_ns
+
+
+def _link_file_lock(path: Path) -> None:
+    """Create the file lock with this process's pid already in it: written to a file of our
+    own, then linked in place (atomic, and refused like O_EXCL when the lock exists)."""
+    own = path.with_name(f"{path.name}.{os.getpid()}-{os.urandom(4).hex()}")
+    fd = os.open(own, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+        os.link(own, path)
+    finally:
+        os.unlink(own)
 
 
 def _unlock(path: Path, identity: Identity, *, is_dir: bool) -> None:
@@ -134,6 +173,16 @@ def _unlock(path: Path, identity: Identity, *, is_dir: bool) -> None:
         logger.warning("cannot release registry lock %s: %s", path, exc)
 
 
+def _unlock_if_made(path: Path, since_ns: int, *, is_dir: bool) -> None:
+    """A Ctrl-C cut the taking of a lock short: remove the lock if that taking made it (a file
+    lock with this process's pid; a directory lock made since the taking began)."""
+    try:
+        if os.stat(path).st_ctime_ns >= since_ns if is_dir else _owner(path) == os.getpid():
+            _remove(path, is_dir=is_dir)
+    except OSError:
+        pass
+
+
 def _owner(path: Path) -> int | None:
     """The pid written in a file lock; None for a directory lock, an empty or unreadable one."""
     try:
@@ -146,12 +195,29 @@ def _owner(path: Path) -> int | None:
 def _why_stale(path: Path, st: os.stat_result, is_dir: bool, stale_after: float) -> str | None:
     """Why the lock (as ``st`` saw it) may be broken, or None while it is held."""
     owner = None if is_dir else _owner(path)
+    holder = _holders.get(path)
+    if holder is not None and not _running(holder):
+        return "this process left it behind when a Ctrl-C cut its release short"
+    if holder is None and owner == os.getpid():
+        return "this process left it behind when a Ctrl-C cut its taking short"
     if owner is not None and not pid_alive(owner):
         return f"its owner, pid {owner}, is not running"
     age = time.time() - st.st_mtime
     if age > stale_after:
         return f"{age:.0f} s old"
     return None
+
+
+def _running(frame: FrameType | None) -> bool:
+    """Whether ``frame`` is on the stack of a thread of this process (still inside its ``with``)."""
+    if frame is None:
+        return False
+    for top in sys._current_frames().values():
+        while top is not None:
+            if top is frame:
+                return True
+            top = top.f_back
+    return False
 
 
 def _break_if_stale(path: Path, is_dir: bool, stale_after: float) -> None:
@@ -179,6 +245,7 @@ def _break_if_stale(path: Path, is_dir: bool, stale_after: float) -> None:
             return
         logger.warning("removing stale registry lock %s (%s)", path, why)
         _remove(aside, is_dir=is_dir)
+        _holders.pop(path, None)
     except OSError as exc:
         logger.warning("cannot remove stale registry lock %s: %s", aside, exc)
 
