@@ -211,7 +211,8 @@ class FileRegistry(Registry):
             if current is not None and current.pid != pid and current.alive:
                 raise RegistryError(
                     f"service {service_id!r} is already registered by running pid {current.pid} "
-                    f"on port {current.port} (registry {self.path})"
+                    f"on port {current.port} (registry {self.path}); stop that process or choose another "
+                    f"service id"
                 )
             entry = ServiceEntry(service_id, port, pid, _now_iso())
             data[service_id] = entry.to_json()
