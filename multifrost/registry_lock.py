@@ -1,7 +1,7 @@
 """The registry's two write locks, taken and released so that nothing is left behind.
 
-The file lock ``services.lock`` is created with ``O_CREAT|O_EXCL`` and holds its owner's pid
-(the Python, Go and Rust peers use it); the directory lock ``services.json.lock`` is made with
+The file lock ``services.lock`` is created with ``O_CREAT|O_EXCL`` semantics and holds its
+owner's pid (the Python, Go and Rust peers use it); the directory lock ``services.json.lock`` is made with
 ``mkdir`` (the JavaScript peer's). A lock whose owner pid is not running is broken at once; any
 lock older than ``stale_after`` seconds (a hung holder, or a lock without a readable pid) is
 broken too.
@@ -15,7 +15,6 @@ and, once the process is gone, by any writer (its owner is dead).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -34,7 +33,7 @@ Taking = int  # the time (ns) a lock was being taken at, while its identity is n
 _CLOCK_SLACK_NS = 20_000_000  # file times come from a coarse clock, up to a tick behind time_ns()
 
 _mutex = threading.RLock()  # this process's takes, releases and judgements of its own locks
-_holders: dict[Path, FrameType] = {}  # lock -> the frame of this process that holds it
+_holders: dict[Path, tuple[FrameType, Identity]] = {}  # lock -> the frame of this process holding it
 
 
 def pid_alive(pid: int) -> bool:
@@ -97,7 +96,7 @@ class HeldLocks:
             if identity is None:
                 del self._held[path]
                 return False
-            _holders[path] = self._holder
+            _holders[path] = (self._holder, identity)
             self._held[path] = identity
             return True
 
@@ -111,7 +110,7 @@ class HeldLocks:
         while self._held:
             path, identity = next(reversed(self._held.items()))  # the directory lock first
             with _mutex:
-                holder = _holders.get(path)
+                holder = _holders.get(path, (None,))[0]
                 if holder is self._holder or (holder is None and not isinstance(identity, tuple)):
                     if isinstance(identity, tuple):
                         _unlock(path, identity, is_dir=path == self._locks[1][0])
@@ -195,8 +194,8 @@ def _owner(path: Path) -> int | None:
 def _why_stale(path: Path, st: os.stat_result, is_dir: bool, stale_after: float) -> str | None:
     """Why the lock (as ``st`` saw it) may be broken, or None while it is held."""
     owner = None if is_dir else _owner(path)
-    holder = _holders.get(path)
-    if holder is not None and not _running(holder):
+    holder, identity = _holders.get(path, (None, None))
+    if holder is not None and identity == (st.st_ino, st.st_mtime_ns) and not _running(holder):
         return "this process left it behind when a Ctrl-C cut its release short"
     if holder is None and owner == os.getpid():
         return "this process left it behind when a Ctrl-C cut its taking short"

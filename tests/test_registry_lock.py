@@ -149,3 +149,25 @@ def test_a_lock_holds_its_owners_pid(registry_path):
         assert registry.lock_path.read_text() == str(os.getpid())
         assert registry.dir_lock_path.is_dir()
     assert not registry.lock_path.exists() and not registry.dir_lock_path.exists()
+
+
+def _left_locked(registry: FileRegistry):
+    """Take both locks in a frame that then returns without releasing them, as a Ctrl-C at the
+    entry of ``__exit__`` would leave them; the caller keeps the object (no ``__del__`` yet)."""
+    locks = registry._locked()
+    locks.__enter__()
+    return locks
+
+
+def test_locks_left_by_an_interrupted_release_are_broken_at_once_in_this_process(registry_path):
+    registry = FileRegistry(registry_path, lock_timeout=30, stale_after=3600)
+    left = _left_locked(registry)
+    assert registry.lock_path.exists() and registry.dir_lock_path.exists()
+    started = time.monotonic()
+    registry.register("svc", 5004)  # no running frame holds them: broken at once, both
+    assert time.monotonic() - started < 1.0
+    with registry._locked():
+        del left  # its late release must not touch the locks held now
+        assert registry.lock_path.read_text() == str(os.getpid()) and registry.dir_lock_path.is_dir()
+    assert not registry.lock_path.exists() and not registry.dir_lock_path.exists()
+    assert registry.lookup("svc").port == 5004
