@@ -11,8 +11,10 @@ def check_timeout(value: object, name: str = "timeout") -> float | None:
     """Return ``value`` as seconds (float) or None; TypeError/ValueError naming ``name`` otherwise."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be None or a number of seconds, not {type(value).__name__}")
+    kind = type(value)
+    if kind is not float and kind is not int:  # the common cases skip the slower ABC check
+        if kind is bool or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be None or a number of seconds, not {kind.__name__}")
     try:
         seconds = float(value)
     except OverflowError:
