@@ -65,6 +65,7 @@ class ChildWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._stopping: asyncio.Event | None = None
+        self._stop_asked = False  # stop() came before serve() had a loop
         self._serving = threading.Event()
         self._watch_stop = threading.Event()
         self._draining = False
@@ -120,6 +121,8 @@ class ChildWorker:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._stopping = asyncio.Event()
+        if self._stop_asked:
+            self._stopping.set()
         self._end = end
         self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="multifrost-call")
         self._serving.set()
@@ -143,9 +146,12 @@ class ChildWorker:
                 self._held_retry.cancel()
                 self._held_retry = None
             self._end = None
+            self._stop_asked = False
 
     def stop(self) -> None:
-        """Ask a serving worker to stop taking calls and return from ``serve``; thread-safe."""
+        """Ask a serving worker to stop taking calls and return from ``serve``; thread-safe
+        (called before ``serve`` has started, it makes ``serve`` return at once)."""
+        self._stop_asked = True
         loop, stopping = self._loop, self._stopping
         if loop is None or stopping is None or loop.is_closed():
             return

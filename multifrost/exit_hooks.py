@@ -1,5 +1,8 @@
 """Stopping children when the parent process exits: on SIGINT/SIGTERM (chained to the
-handler that was there before, never replacing it) and at interpreter exit."""
+handler that was there before, never replacing it) and at interpreter exit.
+
+Only in the process that started them: a process forked from it forgets the workers at
+once (``os.register_at_fork``), so that its exit or its signals stop nothing of its parent's."""
 from __future__ import annotations
 
 import atexit
@@ -21,6 +24,9 @@ STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for children stopped at 
 class Tracked(Protocol):
     def _exit_now(self) -> ChildProcess | None:
         """Stop restarting; return the child process to stop, if there is one."""
+
+    def _forked(self) -> None:
+        """This is a forked copy of the process that started the worker: refuse to be used."""
 
 
 _live: dict[int, weakref.ref] = {}  # started, not yet closed workers
@@ -111,3 +117,18 @@ def _exiting_children() -> list[ChildProcess]:
         if process is not None:
             processes.append(process)
     return processes
+
+
+def _forget_after_fork() -> None:
+    """In the child of a fork(): the live workers belong to the parent process. Mark each as
+    unusable here and forget them all, so that nothing here ever stops the parent's children."""
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    for ref in list(_live.values()):
+        worker = ref()
+        if worker is not None:
+            worker._forked()
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

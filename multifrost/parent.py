@@ -27,12 +27,14 @@ from .metrics import Metrics, NullMetrics
 from .process import ChildProcess
 from .proxy import CallProxy
 from .targets import ConnectTarget, InprocessTarget, SpawnTarget
+from .timeouts import check_timeout
 from .transports import DEFAULT_MAX_MESSAGE_SIZE
 
 log = logging.getLogger("multifrost.parent")
 output_log = logging.getLogger("multifrost.child_output")
 
 _UNSET: Any = object()
+_FORKED = "forked"  # the mode of a worker inherited through fork(): unusable in this process
 _START_PROBE = 0.25  # seconds between readiness heartbeats while a worker starts
 _LAST_WORDS = 0.05  # seconds a dead child's last replies get to arrive before its calls fail
 _DROP_WAIT = 1.0  # seconds a spawned child whose connection dropped gets to be seen exiting (a crash)
@@ -60,9 +62,11 @@ class ParentWorker:
     """A handle on one worker. Build it with ``spawn``, ``connect`` or ``inprocess``; those do no I/O."""
 
     def __init__(self, target, options: _Options) -> None:
+        check_timeout(options.default_timeout, "default_timeout")
         self._target = target
         self._options = options
         self._mode: str | None = None
+        self._owner_pid: int | None = None  # the process that started the worker
         self._closing = False
         self._channel: SyncChannel | AsyncChannel | None = None
         self._process: ChildProcess | None = None
@@ -175,6 +179,8 @@ class ParentWorker:
             raise TypeError(f"function name must be str, not {type(function).__name__}")
         if timeout is _UNSET:
             timeout = self._options.default_timeout
+        else:
+            timeout = check_timeout(timeout)
         permit = self._breaker.allow()
         if permit is None:
             raise CircuitOpenError(f"circuit breaker open for {self._target.describe()}: "
@@ -211,6 +217,17 @@ class ParentWorker:
 
     def _what(self, function: str) -> str:
         return f"call {function}() to {self._target.describe()}"
+
+    def _ping_channel(self, timeout: float | None) -> tuple[SyncChannel | AsyncChannel, float]:
+        """The channel a ping goes out on and its timeout (default ``heartbeat_timeout``);
+        TransportClosed after close(), the crash (WorkerCrashedError) while the worker is down."""
+        timeout = check_timeout(timeout)
+        channel = self._channel
+        if self._closing or channel is None:
+            if self._closing or self._down is None:
+                raise TransportClosed(f"{self._target.describe()} was closed")
+            raise self._down
+        return channel, self._options.heartbeat_timeout if timeout is None else timeout
 
     # -- sync API --------------------------------------------------------------------------
 
@@ -251,9 +268,10 @@ class ParentWorker:
         """One heartbeat round trip, in milliseconds."""
         if self._mode != "sync":
             self._wrong_mode("ping", "start()")
+        channel, timeout = self._ping_channel(timeout)
         message = protocol.heartbeat()
-        reply = self._channel.request(message["id"], pack_message(message), timeout or self._options.heartbeat_timeout,
-                                      f"heartbeat to {self._target.describe()}")
+        reply = channel.request(message["id"], pack_message(message), timeout,
+                                f"heartbeat to {self._target.describe()}")
         return self._heartbeat_rtt(reply)
 
     def restart(self) -> None:
@@ -285,6 +303,8 @@ class ParentWorker:
         process of its session) after ``grace`` more: at most about 2 x ``grace`` in all.
         """
         _check_grace(grace)
+        if self._mode == _FORKED:
+            return self._forget()
         if self._mode == "async":
             raise RuntimeError("this worker was started with astart(); close it with await aclose()")
         if self._closing:
@@ -316,12 +336,28 @@ class ParentWorker:
         self._exiting = True
         return self._process
 
+    def _forked(self) -> None:
+        """This process is a fork of the one that started the worker (exit_hooks calls this in
+        the new process): the child, sockets and threads are that process's; using them here
+        would steal its replies or spin, so every use raises instead."""
+        self._mode = _FORKED
+
+    def _forget(self) -> None:
+        """close()/aclose() in a forked process: drop the inherited references, stop nothing."""
+        self._closing = True
+        self._channel = self._process = self._supervisor = None
+
     def _claim(self, mode: str) -> None:
         if self._mode is not None:
             raise RuntimeError(f"this worker was already started ({self._mode} API); a ParentWorker starts once")
         self._mode = mode
+        self._owner_pid = os.getpid()
 
     def _wrong_mode(self, what: str, starter: str) -> None:
+        if self._mode == _FORKED:
+            raise MultifrostError(f"{what}: this worker was started in process {self._owner_pid} and this is a "
+                                  f"forked process ({os.getpid()}); a worker cannot be used across fork(): "
+                                  f"start a new worker in this process")
         if self._mode is None:
             raise RuntimeError(f"the worker is not started: call {starter} (or use it as a context manager) first")
         other = "start()" if self._mode == "sync" else "astart()"
@@ -386,19 +422,25 @@ class ParentWorker:
                 raise CallTimeoutError(f"{self._target.describe()} did not come back within the timeout")
             self._ready.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
 
-    def _teardown(self, reason: MultifrostError, shutdown: bool = False, grace: float = CLOSE_GRACE) -> None:
-        """Fail calls in flight with ``reason`` and release the channel and the process."""
+    def _detach(self, reason: MultifrostError, shutdown: bool = False) -> tuple:
+        """Both APIs' first step of a teardown: forget the channel and the process (``pid`` is
+        None from here), then fail the calls in flight with ``reason``; returns the two."""
         channel, process = self._channel, self._process
+        self._channel = self._process = None
         if channel is not None:
             if shutdown and process is not None:
                 channel.end.send_nowait(pack_message(protocol.shutdown()))
             channel.fail_all(reason, final=True)
+        return channel, process
+
+    def _teardown(self, reason: MultifrostError, shutdown: bool = False, grace: float = CLOSE_GRACE) -> None:
+        """Fail calls in flight with ``reason`` and release the channel and the process."""
+        channel, process = self._detach(reason, shutdown)
         if process is not None:
             _stop_process(process, shutdown, grace)
         if channel is not None:
             channel.close()
             channel.end.close()
-        self._channel = self._process = None
 
     def _supervise(self) -> None:
         """The sync API's one background thread: output, crashes, restarts, heartbeats."""
@@ -588,10 +630,10 @@ class ParentWorker:
         """One heartbeat round trip, in milliseconds."""
         if self._mode != "async":
             self._wrong_mode("aping", "astart()")
+        channel, timeout = self._ping_channel(timeout)
         message = protocol.heartbeat()
-        reply = await self._channel.request(message["id"], pack_message(message),
-                                            timeout or self._options.heartbeat_timeout,
-                                            f"heartbeat to {self._target.describe()}")
+        reply = await channel.request(message["id"], pack_message(message), timeout,
+                                      f"heartbeat to {self._target.describe()}")
         return self._heartbeat_rtt(reply)
 
     async def arestart(self) -> None:
@@ -621,6 +663,8 @@ class ParentWorker:
         ``grace`` as for ``close()``.
         """
         _check_grace(grace)
+        if self._mode == _FORKED:
+            return self._forget()
         if self._mode == "sync":
             raise RuntimeError("this worker was started with start(); close it with close()")
         if self._closing:
@@ -691,26 +735,25 @@ class ParentWorker:
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     async def _ateardown(self, reason: MultifrostError, shutdown: bool = False, grace: float = CLOSE_GRACE) -> None:
-        channel, process = self._channel, self._process
-        self._channel = self._process = None
+        process = self._process
         if process is not None:
             self._loop.remove_reader(process.stderr_fd)
             self._loop.remove_reader(process.exit_fd)
-        if channel is not None:
-            if shutdown and process is not None:
-                channel.end.send_nowait(pack_message(protocol.shutdown()))
-            channel.fail_all(reason, final=True)
+        channel, process = self._detach(reason, shutdown)
         try:
-            if process is not None:  # a cancelled teardown still stops the process; aclose() waits for it
-                stopping = asyncio.ensure_future(asyncio.to_thread(_stop_process, process, shutdown, grace))
-                self._stopping.add(stopping)
-                stopping.add_done_callback(self._stopping.discard)
-                await asyncio.shield(stopping)
+            if process is not None:  # the end stays open meanwhile: SHUTDOWN must leave
+                await asyncio.shield(self._astop(process, shutdown, grace))
         finally:
             if channel is not None:
                 channel.close()
                 channel.end.close()
 
+    def _astop(self, process: ChildProcess, shutdown: bool = False, grace: float = CLOSE_GRACE) -> asyncio.Future:
+        """Stop a detached process in a thread; aclose() waits for it even if its waiter is cancelled."""
+        stopping = asyncio.ensure_future(asyncio.to_thread(_stop_process, process, shutdown, grace))
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
+        return stopping
 
     def _aon_exit(self, process: ChildProcess) -> None:
         """The child exited on its own (exit fd reader): let its last replies in, then fail the rest."""
@@ -727,11 +770,13 @@ class ParentWorker:
         self._log.warning("%s", error, extra={"pid": process.pid, "exit_code": process.returncode})
         self._aready.clear()
         restart = self._crashed(error)
-        self._channel.fail_all(error, final=True)
-        self._spawn_task(self._aafter_exit(error, restart))
+        channel, _ = self._detach(error)
+        channel.close()  # the child is gone: nothing more can arrive
+        channel.end.close()
+        self._spawn_task(self._aafter_exit(self._astop(process), restart))
 
-    async def _aafter_exit(self, error: MultifrostError, restart: bool) -> None:
-        await self._ateardown(error)
+    async def _aafter_exit(self, stopping: asyncio.Future, restart: bool) -> None:
+        await asyncio.shield(stopping)
         if restart and not self._closing:
             await self._arestart_loop(self._options.max_restart_attempts)
 

@@ -5,9 +5,10 @@ Every Multifrost v4 implementation (Python, JavaScript, Go, Rust) shares one JSO
 service registered here is found by a parent written in any of them, and the other way round.
 
 Writers hold two locks while they read, change and write the file: the file
-``services.lock`` created with ``O_CREAT|O_EXCL`` (what the Python, Go and Rust peers use) and
-the directory ``services.json.lock`` created with ``mkdir`` (what the JavaScript peer uses).
-Either is stale after 10 s and then removed. The file itself is always replaced atomically
+``services.lock`` created with ``O_CREAT|O_EXCL`` and holding the writer's pid (what the
+Python, Go and Rust peers use) and the directory ``services.json.lock`` created with ``mkdir``
+(what the JavaScript peer uses); see registry_lock. A lock whose owner is not running is
+removed at once, any lock older than 10 s too. The file itself is always replaced atomically
 (temporary file + ``os.replace``), so readers (``lookup``, ``entries``, ``discover``) read it
 without locking: they never see a half-written file, and they never make a JavaScript writer,
 which does not retry a held lock, fail.
@@ -22,16 +23,16 @@ import contextlib
 import json
 import logging
 import os
-import random
 import tempfile
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import RegistryError, ServiceNotFoundError
+from .registry_lock import HeldLocks, pid_alive
 
 logger = logging.getLogger("multifrost.registry")
 
@@ -50,32 +51,9 @@ def default_path() -> Path:
     return Path.home() / ".multifrost" / "services.json"
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (a process we may not signal counts as alive)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def _now_iso() -> str:
     """The current UTC time the way JavaScript's ``Date.toISOString()`` writes it."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _remove(path: Path, *, is_dir: bool) -> None:
-    """Delete a lock of either kind."""
-    if is_dir:
-        os.rmdir(path)
-    else:
-        os.unlink(path)
 
 
 def _is_int(value: Any) -> bool:
@@ -233,7 +211,8 @@ class FileRegistry(Registry):
             if current is not None and current.pid != pid and current.alive:
                 raise RegistryError(
                     f"service {service_id!r} is already registered by running pid {current.pid} "
-                    f"on port {current.port} (registry {self.path})"
+                    f"on port {current.port} (registry {self.path}); stop that process or choose another "
+                    f"service id"
                 )
             entry = ServiceEntry(service_id, port, pid, _now_iso())
             data[service_id] = entry.to_json()
@@ -335,119 +314,12 @@ class FileRegistry(Registry):
         except OSError as exc:
             raise RegistryError(f"cannot create registry directory {directory}: {exc.strerror or exc}") from exc
 
-    # -- the two locks ------------------------------------------------------------------
+    # -- the two locks (registry_lock) ----------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> HeldLocks:
         """Hold both the O_EXCL file lock and the JavaScript peer's directory lock."""
         self._ensure_dir()
-        deadline = time.monotonic() + self.lock_timeout
-        file_lock = dir_lock = None
-        try:
-            while True:
-                if file_lock is None:
-                    file_lock = self._try_lock(self.lock_path, is_dir=False)
-                if file_lock is not None and dir_lock is None:
-                    dir_lock = self._try_lock(self.dir_lock_path, is_dir=True)
-                if file_lock is not None and dir_lock is not None:
-                    break
-                if time.monotonic() >= deadline:
-                    held = self.lock_path if file_lock is None else self.dir_lock_path
-                    raise RegistryError(
-                        f"could not lock service registry {self.path} within {self.lock_timeout:g} s: "
-                        f"{held} is held by another process"
-                    )
-                time.sleep(random.uniform(0.001, 0.01))
-            yield
-        finally:
-            if dir_lock is not None:
-                self._unlock(self.dir_lock_path, dir_lock, is_dir=True)
-            if file_lock is not None:
-                self._unlock(self.lock_path, file_lock, is_dir=False)
-
-    def _try_lock(self, path: Path, *, is_dir: bool) -> tuple[int, int] | None:
-        """Take one lock; return its identity (inode, mtime) or None when another holds it."""
-        try:
-            if is_dir:
-                os.mkdir(path)
-            else:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            self._break_if_stale(path, is_dir=is_dir)
-            return None
-        except OSError as exc:
-            raise RegistryError(f"cannot create registry lock {path}: {exc.strerror or exc}") from exc
-        try:
-            if not is_dir:
-                try:
-                    os.write(fd, str(os.getpid()).encode())
-                finally:
-                    os.close(fd)
-            st = os.stat(path)
-        except BaseException as exc:  # Ctrl-C included: never leave a lock nobody will release
-            with contextlib.suppress(OSError):
-                _remove(path, is_dir=is_dir)
-            if isinstance(exc, OSError):
-                raise RegistryError(f"cannot write registry lock {path}: {exc.strerror or exc}") from exc
-            raise
-        return st.st_ino, st.st_mtime_ns
-
-    def _unlock(self, path: Path, identity: tuple[int, int], *, is_dir: bool) -> None:
-        """Release a lock, unless it is no longer ours (broken as stale and taken by another)."""
-        try:
-            st = os.stat(path)
-            if (st.st_ino, st.st_mtime_ns) != identity:
-                logger.warning("registry lock %s was taken over while held; leaving it", path)
-                return
-            _remove(path, is_dir=is_dir)
-        except FileNotFoundError:
-            logger.warning("registry lock %s vanished while held", path)
-        except OSError as exc:
-            logger.warning("cannot release registry lock %s: %s", path, exc)
-
-    def _break_if_stale(self, path: Path, *, is_dir: bool) -> None:
-        """Remove a lock older than ``stale_after`` (its holder crashed or hangs).
-
-        The lock is first renamed aside and checked to be the one judged stale, so that two
-        waiters breaking it at once cannot remove a fresh lock that one of them just took.
-        """
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return
-        if time.time() - st.st_mtime <= self.stale_after:
-            return
-        aside = path.with_name(f"{path.name}.stale-{os.getpid()}-{os.urandom(4).hex()}")
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            logger.warning("cannot remove stale registry lock %s: %s", path, exc)
-            return
-        try:
-            moved = os.stat(aside)
-            if (moved.st_ino, moved.st_mtime_ns) != (st.st_ino, st.st_mtime_ns):
-                self._put_back(aside, path, is_dir=is_dir)
-                return
-            logger.warning("removing stale registry lock %s (%.0f s old)", path, time.time() - st.st_mtime)
-            _remove(aside, is_dir=is_dir)
-        except OSError as exc:
-            logger.warning("cannot remove stale registry lock %s: %s", aside, exc)
-
-    @staticmethod
-    def _put_back(aside: Path, path: Path, *, is_dir: bool) -> None:
-        """Return a fresh lock moved aside by mistake, unless yet another lock took its place."""
-        try:
-            if is_dir:
-                if path.exists():
-                    raise FileExistsError(path)
-                os.rename(aside, path)
-            else:
-                os.link(aside, path)
-                os.unlink(aside)
-        except FileExistsError:
-            _remove(aside, is_dir=is_dir)
+        return HeldLocks(self.lock_path, self.dir_lock_path, self.path, self.lock_timeout, self.stale_after)
 
 
 def default_registry() -> FileRegistry:

@@ -1,5 +1,9 @@
 """Running a ChildWorker as a process: pick the mode from the environment, wire signals,
-forward printed output to the parent, register the service (connect mode), serve, clean up."""
+forward printed output to the parent, register the service (connect mode), serve, clean up.
+
+``run()`` may also be called from any thread (a service beside a web app, in a notebook):
+there no signal handlers are installed (``stop()`` ends it) and the process-wide ZeroMQ
+context is left alone."""
 from __future__ import annotations
 
 import asyncio
@@ -8,9 +12,11 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from . import protocol
 from . import transports
+from .errors import RegistryError
 from .parent_watch import ParentWatch
 from .transports import open_child_end
 
@@ -76,14 +82,16 @@ def spawn_endpoint() -> str | None:
 
 def run_worker(worker) -> None:
     """Serve ``worker`` in this process until it is told to stop; see ChildWorker.run."""
+    main = threading.current_thread() is threading.main_thread()
     try:
         if worker.service_id is not None:
-            _run_service(worker)
+            _run_service(worker, main)
         else:
             _run_spawned(worker)
     finally:
-        transports.shutdown()  # let the last replies leave before the process exits
-    if worker._stuck_calls:
+        if main:  # the process is about to exit: let the last replies leave
+            transports.shutdown()
+    if worker._stuck_calls and main:
         # Plain methods still blocked in pool threads would hold the interpreter's exit
         # (it joins them) past the grace; their callers have been answered already.
         log.warning("exiting with %d call(s) still running", worker._stuck_calls)
@@ -121,32 +129,50 @@ def _orphaned(worker) -> None:
     worker.stop()
 
 
-def _run_service(worker) -> None:
+def _run_service(worker, main: bool) -> None:
     from .registry import default_registry
 
     end = open_child_end(f"tcp://{worker.host}:{worker.port}", bind=True)
     registry = default_registry()
     port = int(end.endpoint.rsplit(":", 1)[1])
     try:
-        registry.register(worker.service_id, port)
+        try:
+            registry.register(worker.service_id, port)
+        except RegistryError as exc:
+            if not main:
+                raise  # the thread's caller decides
+            _say(f"service {worker.service_id!r} cannot start: {exc}")
+            raise SystemExit(1) from None
         log.info("service %r serving on %s", worker.service_id, end.endpoint)
         try:
             _serve(worker, end)
         finally:
-            registry.unregister(worker.service_id)
+            try:
+                registry.unregister(worker.service_id)
+            except RegistryError as exc:  # the stop itself was clean: say so, exit 0
+                _say(f"service {worker.service_id!r} stopped but could not unregister: {exc}")
     finally:
         end.close(linger=FLUSH_LINGER)
 
 
+def _say(text: str) -> None:
+    """One line on stderr, for what a service's user must act on (no traceback)."""
+    sys.stderr.write(f"multifrost: {' '.join(text.split())}\n")
+    sys.stderr.flush()
+
+
 def _serve(worker, end) -> None:
+    # Signal handlers can only be installed from the main thread; elsewhere stop() ends it.
+    signums = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in signums:
             loop.add_signal_handler(signum, worker.stop)
         try:
             await worker.serve(end)
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in signums:
                 loop.remove_signal_handler(signum)
 
     asyncio.run(main())

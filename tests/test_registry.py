@@ -252,7 +252,7 @@ def make_lock(reg: FileRegistry, is_dir: bool, age: float = 0.0) -> Path:
     if is_dir:
         path.mkdir()
     else:
-        path.write_text("99999")
+        path.write_text("1")  # a live owner (init), not this process: only age makes it stale
     if age:
         old = time.time() - age
         os.utime(path, (old, old))

@@ -4,6 +4,8 @@
 //
 // A minimal Multifrost v4 parent: bind a DEALER, start the worker with COMLINK_ZMQ_PORT,
 // send CALLs, match RESPONSE/ERROR by id, print STDOUT/STDERR messages, then SHUTDOWN.
+// If the worker cannot be started, or exits before answering (say multifrost cannot be
+// imported: its traceback is on stderr), the example says so and exits with code 1.
 
 const { spawn } = require("node:child_process");
 const crypto = require("node:crypto");
@@ -27,6 +29,16 @@ async function main() {
     stdio: ["ignore", "inherit", "inherit"],
   });
   const exited = new Promise((resolve) => worker.on("exit", resolve));
+  // Rejects when the worker fails to start or exits before we ask it to; every call races it,
+  // so that nothing waits for a worker that is gone.
+  let stopping = false;
+  const gone = new Promise((_, reject) => {
+    worker.on("error", (err) => reject(new Error(`cannot start the Python worker: ${err.message}`)));
+    worker.on("exit", (code, signal) => {
+      if (!stopping) reject(new Error(`the Python worker exited (${signal ?? `code ${code}`}) before answering`));
+    });
+  });
+  gone.catch(() => {}); // awaited only through Promise.race below
 
   const pending = new Map(); // call id -> settle(reply)
   const receiving = (async () => {
@@ -45,8 +57,7 @@ async function main() {
   async function call(name, ...args) {
     const message = envelope("call", { function: name, args, namespace: "default" });
     const reply = new Promise((resolve) => pending.set(message.id, resolve));
-    await socket.send(["", packr.pack(message)]);
-    const answer = await reply;
+    const answer = await Promise.race([socket.send(["", packr.pack(message)]).then(() => reply), gone]);
     if (answer.type === "error") throw new Error(answer.error.split("\n")[0]); // Python adds a traceback
     return answer.result;
   }
@@ -60,6 +71,7 @@ async function main() {
   } catch (err) {
     console.log(`fail: ${err.message}`);
   }
+  stopping = true;
   await socket.send(["", packr.pack(envelope("shutdown"))]);
   console.log(`worker exited with code ${await exited}`);
   socket.close();
@@ -67,6 +79,6 @@ async function main() {
 }
 
 main().catch((err) => {
-  console.error(err);
+  console.error(`node_parent.js: ${err.message}`);
   process.exit(1);
 });

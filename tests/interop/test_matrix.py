@@ -503,3 +503,26 @@ def test_examples_run(node_peer):
         "fail: ValueError: something went wrong in Python",
         "worker exited with code 0",
     ]
+
+
+@pytest.mark.parametrize("python, says", [
+    ("isolated", ["No module named 'multifrost'", "node_parent.js: the Python worker exited (code 1) before answering"]),
+    ("missing", ["node_parent.js: cannot start the Python worker: spawn /nonexistent/python ENOENT"]),
+])
+def test_node_example_exits_with_the_error_when_its_worker_cannot_start(node_peer, tmp_path, python, says):
+    """The worker cannot import multifrost (a Python without site-packages or PYTHONPATH), or
+    there is no such Python: node_parent.js says so and exits 1 instead of waiting for ever."""
+    if python == "isolated":
+        wrapper = tmp_path / "python"
+        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
+        wrapper.chmod(0o755)
+        python = str(wrapper)
+    else:
+        python = "/nonexistent/python"
+    env = {**os.environ, "PYTHON": python, "NODE_PATH": str(HERE / "node_modules")}
+    run = subprocess.run([node_peer.node, "node_parent.js"], cwd=EXAMPLES, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 1, run.stderr
+    for text in says:
+        assert text in run.stderr
+    assert run.stdout == ""

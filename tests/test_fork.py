@@ -1,0 +1,47 @@
+"""fork(): a process forked from one that started workers (bare os.fork, multiprocessing in
+the fork context) never stops, steals from or spins on its parent's workers; using an
+inherited worker raises MultifrostError at once."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FORK_APP = os.path.join(HERE, "workers", "fork_app.py")
+MATH = os.path.join(HERE, "workers", "math_worker.py")
+
+
+def fork_app(api: str, way: str) -> dict:
+    proc = subprocess.run([sys.executable, FORK_APP, api, way, MATH], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+@pytest.mark.parametrize("way", ["fork-exit", "fork-os-exit", "fork-sigint", "mp-exit", "mp-terminate",
+                                 "pool-terminate"])
+def test_forked_process_ending_leaves_the_parents_worker_alone(api, way):
+    result = fork_app(api, way)
+    assert result["alive"] and result["same_child"], result  # the worker's child was not stopped
+    assert result["answer"] == 5 and result["healthy"], result
+    assert result["stopped_by_close"], result  # and close() in the parent still stops it
+    if way == "mp-terminate":
+        assert result["forked"] == -15  # SIGTERM ended the forked process as it would without us
+    elif isinstance(result["forked"], dict):
+        expected = {"fork-sigint": -2}.get(way, 0)  # SIGINT: an unhandled KeyboardInterrupt
+        assert result["forked"]["status"] == expected, result
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_forked_process_using_the_inherited_worker_gets_an_error_at_once(api):
+    result = fork_app(api, "use")
+    report = result["forked"]["report"]
+    for use in ("call", "ping", "restart"):
+        message, seconds = report[use]
+        assert "forked process" in message and "start a new worker in this process" in message, report
+        assert seconds < 1.0, report  # at once: no spinning until the timeout (or for ever)
+    assert report["close"][0] == "returned"  # close() in the fork stops nothing ...
+    assert result["alive"] and result["answer"] == 5, result  # ... the parent's worker still answers
+    assert result["stopped_by_close"], result
