@@ -33,7 +33,9 @@ class Heartbeats:
     def sent(self, msg_id: str, now: float) -> None:
         self._deadlines[msg_id] = now + self.timeout
         self.unanswered += 1
-        self.next_send = now + self.interval
+        self.next_send += self.interval  # on the schedule, not drifting with the driver's lateness
+        if self.next_send <= now:  # unless the driver stalled for a whole interval: no burst after it
+            self.next_send = now + self.interval
 
     def echoed(self, msg_id: str | None = None) -> bool:
         """An echo arrived (of ``msg_id``, or of a ping): True when it ends a silence."""

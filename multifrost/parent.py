@@ -780,14 +780,17 @@ class ParentWorker:
         if restart and not self._closing:
             await self._arestart_loop(self._options.max_restart_attempts)
 
-    async def _areconnect_if_moved(self) -> None:
-        """Connect mode: the service stopped answering; if it is gone or moved, find it again."""
+    async def _areconnect_if_moved(self, channel: AsyncChannel) -> None:
+        """Connect mode: the service stopped answering on ``channel``; if it is gone or moved, find
+        it again (once: heartbeats of a channel already replaced, or being replaced, change nothing)."""
+        if channel is not self._channel or self._restarting:
+            return
         try:
             moved = await asyncio.to_thread(self._target.moved)
         except MultifrostError as exc:
             self._log.warning("cannot read the registry: %s", exc)
             return
-        if not moved:
+        if not moved or channel is not self._channel or self._restarting:
             return
         error = WorkerCrashedError(f"{self._target.describe()} went away; calls in flight failed, reconnecting")
         self._log.warning("%s", error)
@@ -843,7 +846,7 @@ class ParentWorker:
         except CallTimeoutError:
             self._heartbeat_expired(message["id"])
             if isinstance(self._target, ConnectTarget):
-                await self._areconnect_if_moved()
+                await self._areconnect_if_moved(channel)
         except MultifrostError:
             return
         else:
@@ -932,6 +935,8 @@ class _HeartbeatClock:
             worker._heartbeat_expired(msg_id)
             if isinstance(worker._target, ConnectTarget):
                 worker._reconnect_if_moved()
+                if channel is not worker._channel:
+                    return  # reconnected: the rest were the old connection's
         if self.beats.due(now):
             message = protocol.heartbeat()
             try:
