@@ -1,0 +1,63 @@
+"""W3C trace context for calls, through OpenTelemetry when the ``multifrost[otel]`` extra is installed.
+
+With opentelemetry-api importable, the parent opens a CLIENT span per call
+and sends its ``traceparent``; the worker opens a SERVER span continuing it. Without it,
+nothing is imported, ``ENABLED`` is False and the call path skips all of this.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from typing import Any, Iterator
+
+ENABLED = importlib.util.find_spec("opentelemetry") is not None
+
+if ENABLED:
+    from opentelemetry import trace as _trace
+
+    _tracer = _trace.get_tracer("multifrost")
+
+
+def client_call(name: str) -> Any:
+    """A CLIENT span for a call (or stream) of ``name``, made current so that ``current_traceparent`` names it."""
+    return _tracer.start_as_current_span(name, kind=_trace.SpanKind.CLIENT,
+                                         attributes={"rpc.system": "multifrost", "rpc.method": name})
+
+
+def current_traceparent() -> str | None:
+    """The ``traceparent`` of the current span, or None when there is no valid one."""
+    return format_traceparent(_trace.get_current_span().get_span_context())
+
+
+def format_traceparent(context: Any) -> str | None:
+    """The W3C ``traceparent`` header value of a span context, or None when it is not valid."""
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def parse_traceparent(value: str) -> tuple[int, int, int] | None:
+    """``(trace_id, span_id, flags)`` from a version-00 ``traceparent``, or None when malformed."""
+    parts = value.split("-")
+    if len(parts) != 4 or parts[0] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    return (trace_id, span_id, flags) if trace_id and span_id else None
+
+
+@contextlib.contextmanager
+def server_span(context: Any, name: str) -> Iterator[None]:
+    """Around a call run by the worker: a SERVER span continuing the caller's trace, when it sent one."""
+    parsed = parse_traceparent(context.traceparent) if ENABLED and context.traceparent else None
+    if parsed is None:
+        yield
+        return
+    trace_id, span_id, flags = parsed
+    remote = _trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=_trace.TraceFlags(flags))
+    parent = _trace.set_span_in_context(_trace.NonRecordingSpan(remote))
+    with _tracer.start_as_current_span(name, context=parent, kind=_trace.SpanKind.SERVER,
+                                       attributes={"rpc.system": "multifrost", "rpc.method": name}):
+        yield
