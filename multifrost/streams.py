@@ -149,13 +149,15 @@ class SyncStream(_Stream):
         try:
             item = self._channel.next_in(self._state, deadline, self._what)
         except _Ended as ended:
-            self._ended(ended.end)
-            raise StopIteration from None
+            end = ended.end
         except BaseException as exc:
             self._failed(exc)
             raise
-        self._took()
-        return item
+        else:
+            self._took()
+            return item
+        self._ended(end)  # outside the except block: an error raised here does not chain _Ended
+        raise StopIteration
 
     def close(self) -> None:
         """Stop the stream: the worker's generator sees GeneratorExit."""
@@ -191,13 +193,15 @@ class AsyncStream(_Stream):
                 await self._send_when_ready()
             item = await self._channel.next_in(self._state, self._timeout, self._what)
         except _Ended as ended:
-            self._ended(ended.end)
-            raise StopAsyncIteration from None
+            end = ended.end
         except BaseException as exc:
             self._failed(exc)
             raise
-        self._took()
-        return item
+        else:
+            self._took()
+            return item
+        self._ended(end)
+        raise StopAsyncIteration
 
     async def _send_when_ready(self) -> None:
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
