@@ -17,11 +17,12 @@ from .errors import (
 __version__ = "0.1.0"
 
 from .child import ChildWorker
+from .current_call import CallContext, current_call
 from .parent import ParentWorker
 from .pool import WorkerPool
 
 __all__ = [
-    "CallTimeoutError", "ChildWorker", "CircuitOpenError", "MultifrostError", "ParentWorker", "PayloadError",
+    "CallContext", "CallTimeoutError", "ChildWorker", "CircuitOpenError", "MultifrostError", "ParentWorker", "PayloadError",
     "ProtocolError", "RegistryError", "RemoteCallError", "ServiceNotFoundError", "TransportClosed",
-    "TransportError", "WorkerCrashedError", "WorkerPool", "WorkerStartError",
+    "TransportError", "WorkerCrashedError", "WorkerPool", "WorkerStartError", "current_call",
 ]

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from . import extensions, protocol
 from .child_streams import StreamRun, collect, acollect
 from .current_call import CallContext, enter, leave
+from .errors import CallTimeoutError
 from .tracing import server_span
 
 log = logging.getLogger("multifrost.child")
@@ -25,7 +26,10 @@ TAKEN: Any = object()
 
 
 class CallCancelledError(Exception):
-    """The caller cancelled the call, or its deadline passed (the text says which)."""
+    """The caller cancelled the call; its ERROR goes to a caller that no longer waits for it."""
+
+
+DEADLINE = "the call's deadline passed"
 
 
 class WorkerExtensions:
@@ -110,12 +114,12 @@ class WorkerExtensions:
 
     def check_start(self, context: CallContext) -> None:
         """Refuse to start a call that was cancelled, or whose deadline passed, while it queued."""
+        if context.expired():
+            self.counts["expired_before_start"] += 1
+            raise CallTimeoutError(f"not started: {DEADLINE} before the worker took it up")
         if context.cancelled:
             self.counts["cancelled_before_start"] += 1
             raise CallCancelledError(f"not started: {context.reason}")
-        if context.expired():
-            self.counts["expired_before_start"] += 1
-            raise CallCancelledError("not started: its deadline had passed when the worker took it up")
 
     def run(self, peer: bytes, context: CallContext, fn: Callable, args: list) -> Any:
         """Run a plain method as the current call."""
@@ -147,6 +151,8 @@ class WorkerExtensions:
             if not context.cancelled:
                 raise  # the worker is stopping
             task.uncancel()  # the cancel was ours, and it is handled here
+            if context.reason == DEADLINE:
+                raise CallTimeoutError(f"{DEADLINE} while it ran") from None
             raise CallCancelledError(context.reason) from None
         finally:
             if timer is not None:
@@ -154,7 +160,7 @@ class WorkerExtensions:
             self.done(peer, context.id)
 
     def _deadline_passed(self, context: CallContext) -> None:
-        if context.cancel("the call's deadline passed"):
+        if context.cancel(DEADLINE):
             self.counts["deadline_passed"] += 1
 
 

@@ -28,6 +28,10 @@ TYPES = frozenset({STREAM_ITEM, CREDIT, CANCEL_TYPE})
 
 DEFAULT_WINDOW = 64
 
+#: How a worker's ERROR starts when the call's deadline passed (before or while it ran): the
+#: parent reads it as its own timeout, which it may notice a moment later than the worker.
+DEADLINE_ERROR = "CallTimeoutError:"
+
 NONE: Mapping[str, int] = {}
 
 

@@ -206,6 +206,8 @@ class ParentWorker:
         if reply.type == protocol.RESPONSE:
             return reply.result
         if reply.type == protocol.ERROR:
+            if reply.error.startswith(extensions.DEADLINE_ERROR):  # issue 15: the worker saw the deadline first
+                raise CallTimeoutError(f"{reply.error.partition(chr(10))[0]} (the call's timeout)")
             raise RemoteCallError.from_wire(reply.error)
         raise RemoteCallError(f"the worker answered a call with a {reply.type} message")
 
