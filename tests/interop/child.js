@@ -12,6 +12,8 @@ const wire = require("./wire");
 
 // Identity of the parent whose CALL is running, so console output reaches that parent.
 const callerIdentity = new AsyncLocalStorage();
+// Message types and top-level keys received that a v4 peer does not know (see wire.Strangers).
+const strangers = new wire.Strangers();
 
 function describeType(value) {
   if (value === null) return "null";
@@ -45,6 +47,7 @@ const methods = {
   int_keys: () => new Map([[1, "one"], [2, "two"]]),
   unencodable: () => Symbol("cannot cross the wire"),
   pid: () => process.pid,
+  unknown_seen: () => strangers.list(),
   _secret: () => "private",
   version: "interop-peer-1",
 };
@@ -98,6 +101,7 @@ class Worker {
         continue;
       }
       this.lastIdentity = identity;
+      strangers.note(message);
       if (message.type === "call") {
         this.handleCall(identity, message);
       } else if (message.type === "heartbeat") {
