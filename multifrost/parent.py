@@ -173,7 +173,7 @@ class ParentWorker:
     # -- calls (shared) --------------------------------------------------------------------
 
     def _prepare(self, function: str, args, timeout, namespace, window: int | None = None,
-                 ) -> tuple[str, bytes, float | None, str | None]:
+                 traceparent: str | None = None) -> tuple[str, bytes, float | None, str | None]:
         """Check the circuit and build the CALL; PayloadError here means nothing was sent."""
         if not isinstance(function, str):
             raise TypeError(f"function name must be str, not {type(function).__name__}")
@@ -187,7 +187,8 @@ class ParentWorker:
                                 self._options.client_name)
         channel = self._channel  # issue 15 hook: extension data only for a worker that agreed to it
         if channel is not None and channel.extensions:
-            traceparent = tracing.current_traceparent() if tracing.ENABLED else None
+            if traceparent is None and tracing.ENABLED:
+                traceparent = tracing.current_traceparent()
             extras = extensions.call_extras(channel.extensions, None if window else timeout, traceparent, window)
             message["metadata"] = {extensions.CALL_KEY: extras}
         try:

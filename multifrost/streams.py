@@ -13,7 +13,7 @@ import time
 from collections import deque
 from typing import Any
 
-from . import extensions, protocol
+from . import extensions, protocol, tracing
 from .codec import pack_message
 from .errors import CallTimeoutError, MultifrostError
 
@@ -83,8 +83,9 @@ class _Stream:
         self._granted_at = 0  # items consumed when credit was last granted
         self._state = _StreamState()
         self._closed = False
+        self._span, traceparent = tracing.client_span(function) if tracing.ENABLED else (None, None)
         self._id, self._payload, self._timeout, self._permit = worker._prepare(
-            function, args, timeout, namespace, window=window)
+            function, args, timeout, namespace, window=window, traceparent=traceparent)
         self._started = time.perf_counter()
         channel.add_stream(self._id, self._state)
 
@@ -107,13 +108,25 @@ class _Stream:
         self._closed = True
         if isinstance(end, BaseException):
             self._worker._failed(end, self._started, self._permit)
+            self._end_span(end)
             raise end
-        self._worker._finish(end, self._started, self._permit)  # raises RemoteCallError for an ERROR
+        try:
+            self._worker._finish(end, self._started, self._permit)  # raises RemoteCallError for an ERROR
+        except BaseException as exc:
+            self._end_span(exc)
+            raise
+        self._end_span()
+
+    def _end_span(self, error: BaseException | None = None) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            tracing.end(span, error)
 
     def _failed(self, exc: BaseException) -> None:
         """Waiting failed (timeout, the worker gone, the consumer cancelled): stop the stream."""
         if not self._closed:
             self._worker._failed(exc, self._started, self._permit)
+            self._end_span(exc)
             self._stop()
 
     def _stop(self) -> None:
@@ -123,6 +136,7 @@ class _Stream:
         self._closed = True
         self._channel.drop_stream(self._id)
         self._post(extensions.cancel(self._id))
+        self._end_span()
         if self._permit == "trial":
             self._worker._breaker.end_trial()
 

@@ -1,6 +1,6 @@
 """W3C trace context for calls, through OpenTelemetry when the ``multifrost[otel]`` extra is installed.
 
-With opentelemetry-api importable, the parent opens a CLIENT span per call
+With opentelemetry-api importable, the parent opens a CLIENT span per call (and per stream)
 and sends its ``traceparent``; the worker opens a SERVER span continuing it. Without it,
 nothing is imported, ``ENABLED`` is False and the call path skips all of this.
 """
@@ -22,6 +22,21 @@ def client_call(name: str) -> Any:
     """A CLIENT span for a call (or stream) of ``name``, made current so that ``current_traceparent`` names it."""
     return _tracer.start_as_current_span(name, kind=_trace.SpanKind.CLIENT,
                                          attributes={"rpc.system": "multifrost", "rpc.method": name})
+
+
+def client_span(name: str) -> tuple[Any, str | None]:
+    """A CLIENT span for a stream of ``name`` (not made current: it lives across iterations) and its traceparent."""
+    span = _tracer.start_span(name, kind=_trace.SpanKind.CLIENT,
+                              attributes={"rpc.system": "multifrost", "rpc.method": name, "multifrost.stream": True})
+    return span, format_traceparent(span.get_span_context())
+
+
+def end(span: Any, error: BaseException | None = None) -> None:
+    """End a span from ``client_span``, marking it failed when ``error`` is given."""
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    span.end()
 
 
 def current_traceparent() -> str | None:

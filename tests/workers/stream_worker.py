@@ -115,6 +115,13 @@ class StreamWorker(ChildWorker):
         self._note(tag, ran=True)
         return tag
 
+    def traced_rows(self, n):
+        for _ in range(n):
+            yield self.traced()
+
+    def traceparent(self):
+        return multifrost.current_call().traceparent
+
     def counts(self):
         return self.call_counts
 
