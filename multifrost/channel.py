@@ -14,6 +14,7 @@ import os
 import select
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 from . import extensions, protocol
@@ -182,6 +183,7 @@ class SyncChannel(_Channel):
         self._poller = select.poll()
         self._poller.register(end.fileno(), select.POLLIN)
         self._poller.register(self._wake_r, select.POLLIN)
+        self._later: deque = deque()  # issue 15: (stream id, payload) left by finalizers, see post_soon
 
     def submit(self, msg_id: str, payload: bytes, waiter_factory: Callable[[], _Waiter] = _Waiter,
                ) -> tuple[_Waiter, bool]:
@@ -209,6 +211,27 @@ class SyncChannel(_Channel):
             self._drain_aside_locked(outputs)
         self._hand_out(outputs)
         return sent
+
+    def post_soon(self, msg_id: str, payload: bytes) -> None:
+        """From a finalizer (a stream garbage-collected): forget stream ``msg_id`` and send
+        ``payload`` without waiting for the lock, which this very thread may hold; when it is
+        taken, the next drain does both."""
+        if not self._lock.acquire(blocking=False):
+            self._later.append((msg_id, payload))
+            self.interrupt()
+            return
+        try:
+            self._later.append((msg_id, payload))
+            self._post_later_locked()
+        finally:
+            self._lock.release()
+
+    def _post_later_locked(self) -> None:
+        while self._later:
+            msg_id, payload = self._later.popleft()
+            self.streams.pop(msg_id, None)
+            if self._failure is None:
+                self.end.send_nowait(payload)
 
     def add_stream(self, msg_id: str, stream) -> None:
         with self._lock:
@@ -334,6 +357,8 @@ class SyncChannel(_Channel):
         """Read and route every message waiting; True when there was any."""
         if self._failure is not None:
             return False  # the channel is finished; its end may be closed already
+        if self._later:  # issue 15: what finalizers left to send
+            self._post_later_locked()
         recv = self.end.recv_nowait
         got = False
         while True:

@@ -93,7 +93,7 @@ class WorkerExtensions:
         if message.type == protocol.CANCEL:
             context = target.context if isinstance(target, StreamRun) else target
             if context is not None and context.cancel("the caller cancelled the call"):
-                self.counts["cancelled"] += 1
+                self._count("cancelled")
         elif isinstance(target, StreamRun):
             count = message.raw.get("credit")
             if isinstance(count, int) and not isinstance(count, bool) and count > 0:
@@ -115,11 +115,15 @@ class WorkerExtensions:
     def check_start(self, context: CallContext) -> None:
         """Refuse to start a call that was cancelled, or whose deadline passed, while it queued."""
         if context.expired():
-            self.counts["expired_before_start"] += 1
+            self._count("expired_before_start")
             raise CallTimeoutError(f"not started: {DEADLINE} before the worker took it up")
         if context.cancelled:
-            self.counts["cancelled_before_start"] += 1
+            self._count("cancelled_before_start")
             raise CallCancelledError(f"not started: {context.reason}")
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
 
     def run(self, peer: bytes, context: CallContext, fn: Callable, args: list) -> Any:
         """Run a plain method as the current call."""
@@ -127,6 +131,8 @@ class WorkerExtensions:
             self.check_start(context)
             token = enter(context)
             try:
+                if context.traceparent is None:
+                    return fn(*args)
                 with server_span(context, getattr(fn, "__name__", "call")):
                     return fn(*args)
             finally:
@@ -145,6 +151,8 @@ class WorkerExtensions:
             if context.deadline is not None:
                 timer = loop.call_at(loop.time() + context.remaining, self._deadline_passed, context)
             enter(context)  # the task's own context: nothing to undo
+            if context.traceparent is None:
+                return await fn(*args)
             with server_span(context, getattr(fn, "__name__", "call")):
                 return await fn(*args)
         except asyncio.CancelledError:
@@ -161,7 +169,7 @@ class WorkerExtensions:
 
     def _deadline_passed(self, context: CallContext) -> None:
         if context.cancel(DEADLINE):
-            self.counts["deadline_passed"] += 1
+            self._count("deadline_passed")
 
 
 def _cancel_task(loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:

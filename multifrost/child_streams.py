@@ -3,7 +3,8 @@
 The worker sends an item only while it holds credit: the window the CALL asked for, plus
 what the parent grants with CREDIT messages as its consumer takes items. So the generator
 never runs more than a window ahead of the consumer. A CANCEL (the consumer left early)
-closes the generator where it waits: it sees GeneratorExit and its ``finally`` runs.
+closes the generator where it waits: it sees GeneratorExit at its ``yield`` (an async
+generator busy at an ``await`` sees CancelledError there) and its ``finally`` runs.
 Without a stream request (a v4 parent, or ``call``), ``collect``/``acollect`` answer with
 all the items in one list.
 """
@@ -38,6 +39,7 @@ class StreamRun:
         self._sent = 0
         self._cond = threading.Condition()
         self._credit_event: asyncio.Event | None = None
+        self._in_generator = False  # async: the task is inside the generator (not waiting for credit)
 
     def start(self, fn: Callable, args: list, kind: str) -> None:
         worker = self._worker
@@ -103,7 +105,15 @@ class StreamRun:
         worker._tasks.add(task)
         task.add_done_callback(worker._tasks.discard)
         loop = worker._loop
-        self.context.on_cancel(lambda: loop.call_soon_threadsafe(task.cancel))
+        self.context.on_cancel(lambda: loop.call_soon_threadsafe(self._cancel_async, task))
+
+    def _cancel_async(self, task: asyncio.Task) -> None:
+        """On the loop: a generator busy at an await gets CancelledError there; one waiting for
+        credit is closed at its yield (GeneratorExit)."""
+        if self._in_generator:
+            task.cancel()
+        else:
+            self._credit_event.set()
 
     async def _run_async(self, fn: Callable, args: list) -> None:
         context = self.context
@@ -114,13 +124,18 @@ class StreamRun:
                 generator = fn(*args)
                 try:
                     while True:
-                        while self._sent >= self._allowed:
+                        while self._sent >= self._allowed and not context.cancelled:
                             self._credit_event.clear()
                             await self._credit_event.wait()
+                        if context.cancelled:
+                            raise _Stopped()
+                        self._in_generator = True
                         try:
                             item = await generator.__anext__()
                         except StopAsyncIteration:
                             break
+                        finally:
+                            self._in_generator = False
                         self._send_item(item)
                 finally:
                     await generator.aclose()  # GeneratorExit at its yield when it stopped early
@@ -130,6 +145,8 @@ class StreamRun:
                 self._answer(self._error("Worker stopped before the stream finished"))
                 raise
             asyncio.current_task().uncancel()
+            self._answer(self._error(f"CallCancelledError: {context.reason}"))
+        except _Stopped:
             self._answer(self._error(f"CallCancelledError: {context.reason}"))
         except Exception as exc:
             self._answer(self._worker._error_payload(self._id, exc))

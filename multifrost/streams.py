@@ -184,8 +184,10 @@ class SyncStream(_Stream):
         self.close()
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            self._stop()
+        if not getattr(self, "_closed", True):  # garbage-collected while open: maybe inside the channel's lock
+            self._closed = True
+            self._channel.post_soon(self._id, pack_message(extensions.cancel(self._id)))
+            self._end_span()
 
 
 class AsyncStream(_Stream):

@@ -43,8 +43,8 @@ class StreamWorker(ChildWorker):
                 self._produced(tag)
                 yield i
                 await asyncio.sleep(0)
-        except GeneratorExit:
-            self._note(tag, exit="GeneratorExit")
+        except (GeneratorExit, asyncio.CancelledError) as exc:  # at its yield / at its await
+            self._note(tag, exit=type(exc).__name__)
             raise
         finally:
             self._note(tag, finally_at=time.monotonic())
