@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from helpers import AsyncClient
-from multifrost import CallTimeoutError, MultifrostError, ParentWorker, RemoteCallError
+from multifrost import CallTimeoutError, ParentWorker, RemoteCallError, WorkerCrashedError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "workers", "stream_worker.py")
@@ -310,3 +310,23 @@ def test_stream_needs_a_started_worker():
     worker = ParentWorker.spawn(SCRIPT)
     with pytest.raises(RuntimeError, match="not started"):
         worker.stream.rows(3)
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_worker_that_dies_mid_stream_fails_it_after_its_items(api):
+    if api == "sync":
+        with ParentWorker.spawn(SCRIPT, default_timeout=LIVENESS) as worker:
+            got = []
+            with pytest.raises(WorkerCrashedError):
+                for item in worker.stream.crash_after(3, window=8):
+                    got.append(item)
+    else:
+        async def run():
+            got = []
+            async with ParentWorker.spawn(SCRIPT, default_timeout=LIVENESS) as worker:
+                with pytest.raises(WorkerCrashedError):
+                    async for item in worker.astream.crash_after(3, window=8):
+                        got.append(item)
+            return got
+        got = asyncio.run(run())
+    assert got == [0, 1, 2]

@@ -69,6 +69,12 @@ class StreamWorker(ChildWorker):
             yield i
         raise ValueError(f"broke after {k}")
 
+    def crash_after(self, k):
+        for i in range(k):
+            yield i
+        time.sleep(0.2)  # let the items leave first
+        os._exit(3)
+
     def status(self, tag):
         with self.lock:
             return dict(self.state.get(tag, {"produced": 0}))
