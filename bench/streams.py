@@ -113,7 +113,7 @@ async def extension_cost(w: ParentWorker, calls: int, reps: int) -> dict:
     had_tracing = tracing.ENABLED
     modes = {"v4 path, no tracing": ({}, False), "extensions, no tracing": (agreed, False)}
     if had_tracing:
-        modes["extensions + tracing (no-op provider)"] = (agreed, True)
+        modes[f"extensions + tracing ({'provider set' if tracing.recording() else 'no provider set'})"] = (agreed, True)
     samples = {name: [] for name in modes}
     try:
         for _ in range(reps):
@@ -130,6 +130,41 @@ async def extension_cost(w: ParentWorker, calls: int, reps: int) -> dict:
     return {name: statistics.median(values) * 1e6 for name, values in samples.items()}
 
 
+def prepare_cost(w: ParentWorker, n: int = 20000) -> dict:
+    """Parent CPU per call spent building the CALL (``_prepare``), by path, in µs: isolates what
+    the hooks add from the round trip's noise."""
+    agreed = w._channel.extensions
+    had_tracing = tracing.ENABLED
+    modes = {"v4 path, no tracing": ({}, False), "extensions, no tracing": (agreed, False)}
+    out = {}
+    try:
+        for name, (extensions, traced) in modes.items():
+            w._channel.extensions, tracing.ENABLED = extensions, traced
+            best = float("inf")
+            for _ in range(5):
+                t = time.perf_counter()
+                for _ in range(n):
+                    w._prepare("add", (1, 2), 5.0, None)
+                best = min(best, (time.perf_counter() - t) / n)
+            out[name] = best * 1e6
+        if had_tracing:
+            w._channel.extensions, tracing.ENABLED = agreed, True
+            best = float("inf")
+            for _ in range(5):
+                t = time.perf_counter()
+                for _ in range(n):
+                    if tracing.recording():
+                        with tracing.client_call("add"):
+                            w._prepare("add", (1, 2), 5.0, None)
+                    else:
+                        w._prepare("add", (1, 2), 5.0, None)
+                best = min(best, (time.perf_counter() - t) / n)
+            out[f"extensions + tracing ({'provider set' if tracing.recording() else 'no provider set'})"] = best * 1e6
+    finally:
+        w._channel.extensions, tracing.ENABLED = agreed, had_tracing
+    return out
+
+
 async def bench(transport: str, args) -> None:
     async with worker(transport) as w:
         await w.acall.add(1, 2)
@@ -137,6 +172,7 @@ async def bench(transport: str, args) -> None:
         f = await first_item(w, 200)
         c = await cancellation(w, args.cancels)
         cost = await extension_cost(w, 500, args.reps) if transport == "tcp" else {}
+        build = prepare_cost(w) if transport == "tcp" else {}
     print(f"\n## {transport}\n")
     print("| measure | stream | sequential calls | ratio |\n|---|---|---|---|")
     print(f"| small items (ints), items/s | {t['small_stream']:,.0f} | {t['small_calls']:,.0f} | "
@@ -153,6 +189,10 @@ async def bench(transport: str, args) -> None:
         print("\n| call path (tcp, async) | p50 µs | vs v4 path |\n|---|---|---|")
         for name, value in cost.items():
             print(f"| {name} | {value:.1f} | {100 * (value / base - 1):+.1f} % |")
+        print("\n| building a CALL (parent CPU) | µs | added, % of the v4 call p50 |\n|---|---|---|")
+        for name, value in build.items():
+            added = value - build["v4 path, no tracing"]
+            print(f"| {name} | {value:.2f} | {100 * added / base:+.2f} % |")
 
 
 def main() -> None:
@@ -161,7 +201,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cancels", type=int, default=200)
     parser.add_argument("--transports", default="tcp,ipc,memory")
+    parser.add_argument("--otel-sdk", action="store_true",
+                        help="configure an OpenTelemetry SDK tracer provider (spans recorded, not exported)")
     args = parser.parse_args()
+    if args.otel_sdk:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        trace.set_tracer_provider(TracerProvider())
     print(f"# bench/streams.py (opentelemetry installed: {tracing.ENABLED})")
     for transport in args.transports.split(","):
         asyncio.run(bench(transport, args))

@@ -261,7 +261,7 @@ class ParentWorker:
     def call_function(self, function: str, args=(), timeout: float | None = _UNSET,
                       namespace: str | None = None) -> Any:
         """Call ``function(*args)`` in the worker and return its result (sync API)."""
-        if tracing.ENABLED:  # issue 15: a CLIENT span around the call; _prepare sends its traceparent
+        if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span; _prepare sends its traceparent
             with tracing.client_call(function):
                 return self._call_function(function, args, timeout, namespace)
         return self._call_function(function, args, timeout, namespace)
@@ -615,7 +615,7 @@ class ParentWorker:
     async def acall_function(self, function: str, args=(), timeout: float | None = _UNSET,
                              namespace: str | None = None) -> Any:
         """Call ``function(*args)`` in the worker and return its result (async API)."""
-        if tracing.ENABLED:  # issue 15: a CLIENT span around the call; _prepare sends its traceparent
+        if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span; _prepare sends its traceparent
             with tracing.client_call(function):
                 return await self._acall_function(function, args, timeout, namespace)
         return await self._acall_function(function, args, timeout, namespace)

@@ -83,7 +83,8 @@ class _Stream:
         self._granted_at = 0  # items consumed when credit was last granted
         self._state = _StreamState()
         self._closed = False
-        self._span, traceparent = tracing.client_span(function) if tracing.ENABLED else (None, None)
+        self._span, traceparent = (tracing.client_span(function) if tracing.ENABLED and tracing.recording()
+                                  else (None, None))
         self._id, self._payload, self._timeout, self._permit = worker._prepare(
             function, args, timeout, namespace, window=window, traceparent=traceparent)
         self._started = time.perf_counter()
