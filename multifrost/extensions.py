@@ -21,10 +21,10 @@ STREAM, CANCEL, DEADLINE, TRACE = "stream", "cancel", "deadline", "trace"
 #: What this implementation speaks: extension name -> highest version.
 SUPPORTED: dict[str, int] = {STREAM: 1, CANCEL: 1, DEADLINE: 1, TRACE: 1}
 
-# Extension message types, sent only on a connection where the extension was negotiated:
-# STREAM_ITEM worker -> parent, one item of a streamed call; CREDIT parent -> worker, the
-# stream may send more items; CANCEL_TYPE parent -> worker, stop this call or stream.
-TYPES = frozenset({STREAM_ITEM, CREDIT, CANCEL_TYPE})
+# Extension message types (defined in protocol.py, which parses them), sent only on a
+# connection where the extension was negotiated: STREAM_ITEM worker -> parent, one item of a
+# streamed call; CREDIT parent -> worker, the stream may send more items; CANCEL_TYPE parent
+# -> worker, stop this call or stream.
 
 DEFAULT_WINDOW = 64
 
