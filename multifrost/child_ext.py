@@ -39,7 +39,7 @@ class WorkerExtensions:
         self._worker = worker
         self._calls: dict[tuple[bytes, str], CallContext | StreamRun] = {}
         self._kinds: dict[Callable, str | None] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # for the counts
         #: Calls not started because their deadline had passed / they were cancelled, and calls stopped while running.
         self.counts = {"expired_before_start": 0, "cancelled_before_start": 0, "cancelled": 0, "deadline_passed": 0}
 
@@ -73,20 +73,17 @@ class WorkerExtensions:
             window = stream.get("window") if isinstance(stream, dict) else None
             if isinstance(window, int) and not isinstance(window, bool) and window >= 1:
                 run = StreamRun(self._worker, peer, message.id, context, window, self)
-                with self._lock:
-                    self._calls[key] = run
+                self._calls[key] = run  # one dict operation: atomic, like those below
                 run.start(fn, args, kind)
                 return TAKEN
             fn, is_async = (acollect(fn), True) if kind == "agen" else (collect(fn), False)
         if context is not None:
-            with self._lock:
-                self._calls[key] = context
+            self._calls[key] = context
         return fn, is_async, context
 
     def on_control(self, peer: bytes, message: protocol.Message) -> None:
         """A CANCEL or CREDIT for a call of ``peer``; one for a call that already ended is ignored."""
-        with self._lock:
-            target = self._calls.get((peer, message.id))
+        target = self._calls.get((peer, message.id))
         if target is None:
             log.debug("ignored a %s for unknown call %s", message.type, message.id)
             return
@@ -101,14 +98,12 @@ class WorkerExtensions:
 
     def cancel_streams(self, reason: str) -> None:
         """End every stream (the worker is stopping): generators waiting for credit close now."""
-        with self._lock:
-            runs = [run for run in self._calls.values() if isinstance(run, StreamRun)]
+        runs = [run for run in list(self._calls.values()) if isinstance(run, StreamRun)]
         for run in runs:
             run.context.cancel(reason)
 
     def done(self, peer: bytes, call_id: str) -> None:
-        with self._lock:
-            self._calls.pop((peer, call_id), None)
+        self._calls.pop((peer, call_id), None)
 
     # -- running with a context (called by ChildWorker on the thread or task that runs the call) ----
 

@@ -11,10 +11,13 @@ import time
 from typing import Callable
 
 
+_LOCK = threading.Lock()  # one for all contexts: cancelling is rare, and a lock per call costs
+
+
 class CallContext:
     """One call's cancellation state and deadline, shared by the worker's threads and its loop."""
 
-    __slots__ = ("id", "deadline", "traceparent", "cancelled", "reason", "_on_cancel", "_lock")
+    __slots__ = ("id", "deadline", "traceparent", "cancelled", "reason", "_on_cancel")
 
     def __init__(self, call_id: str | None, deadline: float | None = None, traceparent: str | None = None) -> None:
         self.id = call_id
@@ -23,7 +26,6 @@ class CallContext:
         self.cancelled = False
         self.reason = ""
         self._on_cancel: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
 
     @property
     def remaining(self) -> float | None:
@@ -35,7 +37,7 @@ class CallContext:
 
     def cancel(self, reason: str) -> bool:
         """Mark the call cancelled and run the callbacks registered with ``on_cancel``; True the first time."""
-        with self._lock:
+        with _LOCK:
             if self.cancelled:
                 return False
             self.cancelled, self.reason = True, reason
@@ -46,7 +48,7 @@ class CallContext:
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` (from whatever thread cancels) when the call is cancelled; at once if it is."""
-        with self._lock:
+        with _LOCK:
             if not self.cancelled:
                 self._on_cancel.append(callback)
                 return
