@@ -14,6 +14,8 @@ const wire = require("./wire");
 const callerIdentity = new AsyncLocalStorage();
 // Message types and top-level keys received that a v4 peer does not know (see wire.Strangers).
 const strangers = new wire.Strangers();
+// Keys seen in the metadata of CALLs (v4 allows any; a Python parent sends none to a v4 child).
+const callMetadataKeys = new Set();
 
 function describeType(value) {
   if (value === null) return "null";
@@ -48,6 +50,7 @@ const methods = {
   unencodable: () => Symbol("cannot cross the wire"),
   pid: () => process.pid,
   unknown_seen: () => strangers.list(),
+  call_metadata_seen: () => [...callMetadataKeys].sort(),
   _secret: () => "private",
   version: "interop-peer-1",
 };
@@ -103,6 +106,9 @@ class Worker {
       this.lastIdentity = identity;
       strangers.note(message);
       if (message.type === "call") {
+        if (message.metadata !== null && typeof message.metadata === "object") {
+          for (const key of Object.keys(message.metadata)) callMetadataKeys.add(key);
+        }
         this.handleCall(identity, message);
       } else if (message.type === "heartbeat") {
         // Echo at once, same id, the request's metadata (hb_timestamp included) plus hb_response.

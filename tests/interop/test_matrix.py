@@ -518,6 +518,7 @@ def test_python_parent_sends_a_node_child_nothing_unknown_sync(node_peer):
         worker.ping()
         assert worker.call.slow(1) == 1
         assert worker.call.unknown_seen() == []
+        assert worker.call.call_metadata_seen() == []  # no deadline, no traceparent, no mf_call
 
 
 def test_python_parent_sends_a_node_child_nothing_unknown_async(node_peer):
@@ -533,9 +534,9 @@ def test_python_parent_sends_a_node_child_nothing_unknown_async(node_peer):
             with pytest.raises(MultifrostError, match="does not speak the 'stream' extension"):
                 worker.astream.add(1, 2)
             await worker.aping()
-            return await worker.acall.unknown_seen()
+            return await worker.acall.unknown_seen(), await worker.acall.call_metadata_seen()
 
-    assert asyncio.run(run()) == []
+    assert asyncio.run(run()) == ([], [])
 
 
 def test_node_parent_gets_nothing_unknown_from_a_python_child(node_peer):
