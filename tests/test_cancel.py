@@ -101,7 +101,16 @@ def test_a_plain_method_sees_the_cancel_through_current_call(sync_worker, async_
     assert status["deadline"] is not None and status["cancelled_at"] - status["started_at"] < 0.3 + REACHED
 
 
-def test_the_late_reply_of_a_cancelled_call_is_dropped(async_client):
+def test_the_late_reply_of_a_cancelled_call_is_dropped_sync(sync_worker):
+    results = []
+    for i in range(20):
+        with pytest.raises(CallTimeoutError):
+            sync_worker.call.poll_cancelled(tag(), 0.05, timeout=0.01)  # its reply (if any) comes late
+        results.append(sync_worker.call.mark(f"after-{i}"))
+    assert results == [f"after-{i}" for i in range(20)]
+
+
+def test_the_late_reply_of_a_cancelled_call_is_dropped_async(async_client):
     w = async_client.worker
 
     async def run():
@@ -144,9 +153,10 @@ def test_a_call_cancelled_while_queued_never_runs(one_thread_worker, tmp_path):
 
     async def run():
         blocker = asyncio.ensure_future(w.acall.block_until(str(release), 30))
-        await asyncio.sleep(0.1)  # the blocker holds the only pool thread (nothing to wait on: it runs)
+        while "started_at" not in await w.acall.astatus(str(release)):  # it holds the only pool thread
+            await asyncio.sleep(0.005)
         queued = asyncio.ensure_future(w.acall.mark(name))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # let the CALL reach the worker's queue (cancelling it earlier is fine too)
         queued.cancel()
         with pytest.raises(asyncio.CancelledError):
             await queued
@@ -164,7 +174,8 @@ def test_a_call_whose_deadline_passed_while_queued_never_runs(one_thread_worker,
 
     async def run():
         blocker = asyncio.ensure_future(w.acall.block_until(str(release), 30))
-        await asyncio.sleep(0.1)
+        while "started_at" not in await w.acall.astatus(str(release)):  # it holds the only pool thread
+            await asyncio.sleep(0.005)
         with pytest.raises(CallTimeoutError):
             await w.acall.mark(name, timeout=0.2)
         await asyncio.sleep(0.2)  # the worker got the call after we sent it: let its own deadline pass too
@@ -189,3 +200,25 @@ def test_the_worker_cancels_an_async_method_whose_deadline_passes(sync_worker):
     assert "finished" not in status
     assert 0.2 <= status["cancelled_at"] - sent < 0.2 + REACHED
     assert sync_worker.call.counts()["deadline_passed"] == before + 1
+
+
+def test_a_call_whose_deadline_passed_while_queued_never_runs_sync(monkeypatch, tmp_path):
+    import threading
+
+    monkeypatch.setenv("STREAM_WORKER_THREADS", "1")
+    name, release = tag(), tmp_path / "release"
+    with ParentWorker.spawn(SCRIPT, default_timeout=LIVENESS) as w:
+        outcome = []
+        blocker = threading.Thread(target=lambda: outcome.append(w.call.block_until(str(release), 30)))
+        blocker.start()
+        try:
+            poll(lambda: w.call.astatus(str(release)), lambda status: "started_at" in status)  # it holds the pool
+            with pytest.raises(CallTimeoutError):
+                w.call.mark(name, timeout=0.2)
+            time.sleep(0.2)  # the worker's own deadline passes too
+        finally:
+            release.write_text("go")
+            blocker.join(LIVENESS)
+        assert outcome == [True]
+        assert "ran" not in w.call.status(name)
+        assert w.call.counts()["expired_before_start"] >= 1

@@ -69,6 +69,10 @@ class StreamWorker(ChildWorker):
             yield i
         raise ValueError(f"broke after {k}")
 
+    async def astatus(self, tag):
+        """``status`` on the event loop: answers even while every pool thread is busy."""
+        return self.status(tag)
+
     def crash_after(self, k):
         for i in range(k):
             yield i
@@ -111,7 +115,8 @@ class StreamWorker(ChildWorker):
         return None if call.deadline is None else call.deadline - time.monotonic()
 
     def block_until(self, path, seconds):
-        """Hold a pool thread until ``path`` exists."""
+        """Hold a pool thread until ``path`` exists (``astatus(path)`` says when it started)."""
+        self._note(path, started_at=time.monotonic())
         until = time.monotonic() + seconds
         while not os.path.exists(path) and time.monotonic() < until:
             time.sleep(0.005)
