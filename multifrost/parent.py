@@ -187,7 +187,7 @@ class ParentWorker:
                                 self._options.client_name)
         channel = self._channel  # issue 15 hook: extension data only for a worker that agreed to it
         if channel is not None and channel.extensions:
-            if traceparent is None and tracing.ENABLED:
+            if traceparent is None and tracing.ENABLED and tracing.recording():
                 traceparent = tracing.current_traceparent()
             extras = extensions.call_extras(channel.extensions, None if window else timeout, traceparent, window)
             message["metadata"] = {extensions.CALL_KEY: extras}
