@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import threading
 import time
 from typing import Any, Callable
@@ -63,7 +64,7 @@ class WorkerExtensions:
         if isinstance(extras, dict):
             timeout = extras.get("timeout")
             deadline = (time.monotonic() + timeout if isinstance(timeout, (int, float))
-                        and not isinstance(timeout, bool) else None)
+                        and not isinstance(timeout, bool) and math.isfinite(timeout) else None)
             traceparent = extras.get("traceparent")
             context = CallContext(message.id, deadline, traceparent if isinstance(traceparent, str) else None)
             key = (peer, message.id)

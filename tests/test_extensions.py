@@ -67,3 +67,23 @@ def test_a_stream_for_another_namespace_times_out_per_item():
         with pytest.raises(CallTimeoutError):
             next(worker.stream.rows(3, namespace="elsewhere", timeout=0.2))
         assert list(worker.stream.rows(2, namespace="default")) == [0, 1]
+
+
+@pytest.mark.parametrize("extras", [
+    {"timeout": "soon"}, {"timeout": -1.0}, {"timeout": 1e308}, {"timeout": True}, {"traceparent": 5},
+    {"traceparent": "00-zz-yy-01"}, {"stream": "yes"}, {"stream": {"window": 0}}, {"stream": {"window": True}},
+    "not a map", [], None,
+])
+def test_odd_call_metadata_gets_a_sensible_answer(extras):
+    """Whatever ``mf_call`` holds, the call is answered (or refused for a passed deadline) and the worker goes on."""
+    with ParentWorker.spawn(SCRIPT, default_timeout=10) as worker:
+        for function, args in (("mark", ["x"]), ("rows", [3])):
+            message = protocol.call(function, args)
+            message["metadata"] = {extensions.CALL_KEY: extras}
+            reply = worker._channel.request(message["id"], pack_message(message), 10, "odd call")
+            if isinstance(extras, dict) and extras.get("timeout") == -1.0:
+                assert reply.type == "error" and reply.error.startswith("CallTimeoutError: not started")
+            else:
+                assert reply.type == "response", reply.raw
+                assert reply.result == ("x" if function == "mark" else [0, 1, 2])
+        assert list(worker.stream.rows(2)) == [0, 1]
