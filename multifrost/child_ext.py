@@ -54,7 +54,7 @@ class WorkerExtensions:
     def wants(self, message: protocol.Message, fn: Callable) -> bool:
         """Whether this call needs the extension path (extension data, or a generator method)."""
         meta = message.raw.get("metadata")
-        return (meta is not None and extensions.CALL_KEY in meta) or self._kind(fn) is not None
+        return (type(meta) is dict and extensions.CALL_KEY in meta) or self._kind(fn) is not None
 
     def prepare(self, peer: bytes, message: protocol.Message, fn: Callable, is_async: bool, args: list):
         """Returns ``(fn, is_async, context)`` for the worker to run, or TAKEN (streams run here)."""

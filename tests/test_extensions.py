@@ -87,3 +87,12 @@ def test_odd_call_metadata_gets_a_sensible_answer(extras):
                 assert reply.type == "response", reply.raw
                 assert reply.result == ("x" if function == "mark" else [0, 1, 2])
         assert list(worker.stream.rows(2)) == [0, 1]
+
+
+@pytest.mark.parametrize("metadata", [5, "text", [extensions.CALL_KEY], {extensions.CALL_KEY: 1}])
+def test_a_call_whose_metadata_is_not_a_map_is_answered(metadata):
+    with ParentWorker.spawn(SCRIPT, default_timeout=10) as worker:
+        message = protocol.call("mark", ["y"])
+        message["metadata"] = metadata
+        reply = worker._channel.request(message["id"], pack_message(message), 10, "odd metadata")
+        assert reply.type == "response" and reply.result == "y"
