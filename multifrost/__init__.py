@@ -1,4 +1,7 @@
 """multifrost: call methods of worker processes as if they were local functions."""
+from typing import TYPE_CHECKING
+
+from .current_call import CallContext, current_call
 from .errors import (
     CallTimeoutError,
     CircuitOpenError,
@@ -13,8 +16,6 @@ from .errors import (
     WorkerCrashedError,
     WorkerStartError,
 )
-
-from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:  # the names above, for type checkers and IDEs
     from .pool import WorkerPool  # noqa: F401
 
 __all__ = [
-    "CallTimeoutError", "ChildWorker", "CircuitOpenError", "MultifrostError", "ParentWorker", "PayloadError",
+    "CallContext", "CallTimeoutError", "ChildWorker", "CircuitOpenError", "MultifrostError", "ParentWorker", "PayloadError",
     "ProtocolError", "RegistryError", "RemoteCallError", "ServiceNotFoundError", "TransportClosed",
-    "TransportError", "WorkerCrashedError", "WorkerPool", "WorkerStartError",
+    "TransportError", "WorkerCrashedError", "WorkerPool", "WorkerStartError", "current_call",
 ]

@@ -14,9 +14,10 @@ import os
 import select
 import threading
 import time
+from collections import deque
 from typing import Callable
 
-from . import protocol
+from . import extensions, protocol
 from .codec import Limits, unpack_message
 from .errors import CallTimeoutError, MultifrostError, ProtocolError, TransportClosed
 from .transports import ParentEnd
@@ -44,6 +45,9 @@ class _Channel:
         self._drops = end.drops
         #: Called (outside the channel's lock) when the end's connection was dropped.
         self.on_drop: Callable[[], None] | None = None
+        # issue 15: what the worker agreed to (from its heartbeat echo), and the streams in flight.
+        self.extensions = extensions.NONE
+        self.streams: dict = {}  # call id -> streams._StreamState
 
     def _check_drops(self, outputs: list) -> None:
         """After a drain: note a connection the end saw dropped, for ``on_drop``."""
@@ -66,7 +70,9 @@ class _Channel:
     def _fail_dropped(self, payload: bytes, exc: ProtocolError) -> None:
         """A reply was dropped: if it names a call that waits, that call fails now, not at its timeout."""
         msg_id, kind = protocol.peek(payload)
-        if kind in (protocol.RESPONSE, protocol.ERROR, protocol.HEARTBEAT):
+        if self.streams and msg_id in self.streams:  # issue 15: a stream that lost a message fails
+            self._end_stream(msg_id, ProtocolError(f"a message of the stream was dropped: {exc}"))
+        elif kind in (protocol.RESPONSE, protocol.ERROR, protocol.HEARTBEAT):
             waiter = self._pending.pop(msg_id, None)
             if waiter is not None:
                 self._fail(waiter, ProtocolError(f"the worker's reply was dropped: {exc}"))
@@ -74,7 +80,12 @@ class _Channel:
     def _deliver(self, message: protocol.Message, outputs: list) -> None:
         """Route one inbound message: a reply to its waiter, output to the handler."""
         kind = message.type
-        if kind in (protocol.RESPONSE, protocol.ERROR, protocol.HEARTBEAT):
+        if self.streams and message.id in self.streams:  # issue 15 hook: items and end of a stream
+            stream = self.streams[message.id] if kind == protocol.STREAM_ITEM else self.streams.pop(message.id)
+            waiter = stream.deliver(message)
+            if waiter is not None:
+                self._resolve(waiter, message)
+        elif kind in (protocol.RESPONSE, protocol.ERROR, protocol.HEARTBEAT):
             waiter = self._pending.pop(message.id, None)
             if waiter is None:
                 log.debug("dropped a %s for unknown request %s (late or timed out)", kind, message.id)
@@ -95,6 +106,12 @@ class _Channel:
                     self._on_output(message)
             except Exception:
                 log.exception("the output handler raised")
+
+    def _end_stream(self, msg_id: str, error: MultifrostError) -> None:
+        """issue 15: fail one stream (a lost message, the worker gone)."""
+        waiter = self.streams.pop(msg_id).fail(error)
+        if waiter is not None:
+            self._fail(waiter, error)
 
     def _resolve(self, waiter, message: protocol.Message) -> None:
         raise NotImplementedError
@@ -166,6 +183,7 @@ class SyncChannel(_Channel):
         self._poller = select.poll()
         self._poller.register(end.fileno(), select.POLLIN)
         self._poller.register(self._wake_r, select.POLLIN)
+        self._later: deque = deque()  # issue 15: (stream id, payload) left by finalizers, see post_soon
 
     def submit(self, msg_id: str, payload: bytes, waiter_factory: Callable[[], _Waiter] = _Waiter,
                ) -> tuple[_Waiter, bool]:
@@ -180,6 +198,64 @@ class SyncChannel(_Channel):
             self._drain_aside_locked(outputs)
         self._hand_out(outputs)
         return waiter, sent
+
+    # -- issue 15 hooks: control messages and streams -----------------------------------------
+
+    def post(self, payload: bytes) -> bool:
+        """Send a message that expects no reply (CANCEL, CREDIT, a stream's CALL); False when refused."""
+        outputs: list = []
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            sent = self.end.send_nowait(payload)
+            self._drain_aside_locked(outputs)
+        self._hand_out(outputs)
+        return sent
+
+    def post_soon(self, msg_id: str, payload: bytes) -> None:
+        """From a finalizer (a stream garbage-collected): forget stream ``msg_id`` and send
+        ``payload`` without waiting for the lock, which this very thread may hold; when it is
+        taken, the next drain does both."""
+        if not self._lock.acquire(blocking=False):
+            self._later.append((msg_id, payload))
+            self.interrupt()
+            return
+        try:
+            self._later.append((msg_id, payload))
+            self._post_later_locked()
+        finally:
+            self._lock.release()
+
+    def _post_later_locked(self) -> None:
+        while self._later:
+            msg_id, payload = self._later.popleft()
+            self.streams.pop(msg_id, None)
+            if self._failure is None:
+                self.end.send_nowait(payload)
+
+    def add_stream(self, msg_id: str, stream) -> None:
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            self.streams[msg_id] = stream
+
+    def drop_stream(self, msg_id: str) -> None:
+        with self._lock:
+            self.streams.pop(msg_id, None)
+
+    def next_in(self, stream, deadline: float | None, what: str):
+        """The next item of ``stream``, waiting until ``deadline``; its end raises (see _StreamState.take)."""
+        while True:
+            with self._lock:
+                if stream.ready():
+                    return stream.take()
+                waiter = stream.waiter = _Waiter()
+            try:
+                self._wait(waiter, deadline, what)
+            finally:
+                with self._lock:
+                    if stream.waiter is waiter:
+                        stream.waiter = None
 
     def forget(self, msg_id: str) -> None:
         """Stop waiting for ``msg_id`` (timed out): a late reply is then dropped."""
@@ -281,6 +357,8 @@ class SyncChannel(_Channel):
         """Read and route every message waiting; True when there was any."""
         if self._failure is not None:
             return False  # the channel is finished; its end may be closed already
+        if self._later:  # issue 15: what finalizers left to send
+            self._post_later_locked()
         recv = self.end.recv_nowait
         got = False
         while True:
@@ -348,6 +426,8 @@ class SyncChannel(_Channel):
             pending, self._pending = self._pending, {}
             for waiter in pending.values():
                 self._fail(waiter, error)
+            for msg_id in list(self.streams):
+                self._end_stream(msg_id, error)
         self.interrupt()
 
     def interrupt(self) -> None:
@@ -409,6 +489,37 @@ class AsyncChannel(_Channel):
                 timer.cancel()
             self._pending.pop(msg_id, None)
 
+    # -- issue 15 hooks: control messages and streams -----------------------------------------
+
+    def post(self, payload: bytes) -> bool:
+        """Send a message that expects no reply (CANCEL, CREDIT, a stream's CALL); False when refused."""
+        if self._failure is not None:
+            raise self._failure
+        return self.end.send_nowait(payload)
+
+    def add_stream(self, msg_id: str, stream) -> None:
+        if self._failure is not None:
+            raise self._failure
+        self.streams[msg_id] = stream
+
+    def drop_stream(self, msg_id: str) -> None:
+        self.streams.pop(msg_id, None)
+
+    async def next_in(self, stream, timeout: float | None, what: str):
+        """The next item of ``stream``, waiting up to ``timeout``; its end raises (see _StreamState.take)."""
+        if not stream.ready():
+            future = stream.waiter = self._loop.create_future()
+            timer = None if timeout is None else self._loop.call_later(timeout, _expire, future, what)
+            try:
+                self.drain()
+                await future
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if stream.waiter is future:
+                    stream.waiter = None
+        return stream.take()
+
     async def _send_when_ready(self, future: asyncio.Future, payload: bytes) -> None:
         """Refused at the high-water mark (or no peer yet): retry on each wake-up of the socket."""
         while not future.done():
@@ -452,6 +563,8 @@ class AsyncChannel(_Channel):
         pending, self._pending = self._pending, {}
         for future in pending.values():
             self._fail(future, error)
+        for msg_id in list(self.streams):
+            self._end_stream(msg_id, error)
 
     def close(self) -> None:
         self._loop.remove_reader(self._fd)

@@ -17,25 +17,24 @@ import os
 import select
 import threading
 import time
-import traceback
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from . import protocol
+from .child_ext import TAKEN, WorkerExtensions
+from .child_shutdown import abandon_in_flight, finish_in_flight
+from .child_methods import Gone, error_payload, resolve, result_payload
 from .codec import Limits, pack_message, unpack_message
-from .errors import PayloadError, ProtocolError
+from .errors import ProtocolError
+from .extensions import announce
 from .held import DEFAULT_BUDGET, HeldReplies
-from .transports import DEFAULT_MAX_MESSAGE_SIZE, ChildEnd
+from .transports import ChildEnd
 
 log = logging.getLogger("multifrost.child")
 
 TAKEOVER = 0.01  # seconds a plain method may hold the loop before the watchdog serves the socket
 _HELD_RETRY = 0.1  # seconds: held replies are retried on every wake-up, and at least this often
-
-
-class _Gone(Exception):
-    """The function cannot be called; the message is the wire error text."""
 
 
 class ChildWorker:
@@ -78,6 +77,7 @@ class ChildWorker:
         self._early_output: deque[bytes] = deque(maxlen=1000)
         self._inline_since: float | None = None
         self._quick: set[Callable] = set()  # plain methods whose last run was quick: run inline
+        self._ext = WorkerExtensions(self)  # issue 15: cancel, deadlines, trace context, streams
 
     # -- what may be called ----------------------------------------------------------------
 
@@ -91,23 +91,12 @@ class ChildWorker:
         return sorted(n for n in names if callable(getattr(self, n, None)))
 
     def _resolve(self, name: Any) -> tuple[Callable, bool]:
-        """The bound method for ``name`` and whether it is async, or _Gone with the wire error text."""
-        found = self._functions.get(name) if isinstance(name, str) else None
-        if found is not None:
-            return found
-        if not isinstance(name, str):
-            raise _Gone(f"Function {name!r} not found")
-        if name.startswith("_"):
-            raise _Gone(f"Cannot call private method '{name}'")
-        defined = name in vars(self) or any(
-            name in vars(cls) for cls in type(self).__mro__ if cls is not ChildWorker and cls is not object)
-        if not defined:
-            raise _Gone(f"Function '{name}' not found")
-        fn = getattr(self, name)
-        if not callable(fn):
-            raise _Gone(f"'{name}' is not callable")
-        found = self._functions[name] = (fn, inspect.iscoroutinefunction(fn))
-        return found
+        return resolve(self, ChildWorker, self._functions, name)
+
+    @property
+    def call_counts(self) -> dict[str, int]:
+        """Calls not started (deadline passed, cancelled while queued) and calls cancelled while running."""
+        return dict(self._ext.counts)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -134,13 +123,13 @@ class ChildWorker:
         try:
             self._drain()
             await self._stopping.wait()
-            await self._finish_in_flight()
+            await finish_in_flight(self)
         finally:
             self._loop.remove_reader(fd)
             self._serving.clear()
             self._watch_stop.set()
             watchdog.join()
-            await self._abandon_in_flight()
+            await abandon_in_flight(self)
             self._pool.shutdown(wait=False, cancel_futures=True)
             if self._held_retry is not None:
                 self._held_retry.cancel()
@@ -159,29 +148,6 @@ class ChildWorker:
             stopping.set()
         else:
             loop.call_soon_threadsafe(stopping.set)
-
-    async def _finish_in_flight(self) -> None:
-        """Give calls in flight up to ``shutdown_grace`` seconds to answer (new calls are refused meanwhile)."""
-        pending = list(self._tasks) + [asyncio.wrap_future(f) for f in list(self._pool_calls)]
-        if pending:
-            log.info("stopping: waiting up to %s s for %d call(s) in flight", self.shutdown_grace, len(pending))
-            await asyncio.wait(pending, timeout=self.shutdown_grace)
-
-    async def _abandon_in_flight(self) -> None:
-        """Answer the calls still running after the grace with an error, so that no caller waits for nothing."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()  # _run_async answers the caller
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        stuck = [(peer, msg_id) for future, (peer, msg_id) in list(self._pool_calls.items()) if not future.done()]
-        for peer, msg_id in stuck:
-            self._reply_error(peer, msg_id, f"Worker stopped before the call finished "
-                                            f"(shutdown grace of {self.shutdown_grace} s passed)")
-        self._stuck_calls = len(stuck)
-        if stuck or tasks:
-            log.warning("stopping: %d call(s) did not finish within the grace and were answered with an error",
-                        len(stuck) + len(tasks))
 
     def _watch(self, end: ChildEnd) -> None:
         """Watchdog thread: serve the socket while a plain method holds the loop."""
@@ -241,7 +207,9 @@ class ChildWorker:
             if kind == protocol.CALL:
                 self._on_call(peer, message, on_loop, inline)
             elif kind == protocol.HEARTBEAT:
-                self._send(peer, pack_message(protocol.heartbeat_echo(message)))
+                self._send(peer, pack_message(announce(protocol.heartbeat_echo(message))))
+            elif kind == protocol.CANCEL or kind == protocol.CREDIT:  # issue 15 extensions
+                self._ext.on_control(peer, message)
             elif kind == protocol.SHUTDOWN:
                 log.info("shutdown requested by peer %s", peer.hex())
                 self.stop()
@@ -275,28 +243,34 @@ class ChildWorker:
             return
         try:
             fn, is_async = self._resolve(message.function)
-        except _Gone as exc:
+        except Gone as exc:
             self._reply_error(peer, msg_id, str(exc))
             return
+        context = None
+        if self._ext.wants(message, fn):  # issue 15 hook: extension data, or a generator method
+            taken = self._ext.prepare(peer, message, fn, is_async, args)
+            if taken is TAKEN:
+                return
+            fn, is_async, context = taken
         if is_async:
             if on_loop:
-                self._start_task(peer, msg_id, fn, args)
+                self._start_task(peer, msg_id, fn, args, context)
             else:
-                self._loop.call_soon_threadsafe(self._start_task, peer, msg_id, fn, args)
+                self._loop.call_soon_threadsafe(self._start_task, peer, msg_id, fn, args, context)
         elif on_loop and inline and fn in self._quick and self._inline_since is None:
-            self._run_inline(peer, msg_id, fn, args)
+            self._run_inline(peer, msg_id, fn, args, context)
         else:
-            future = self._pool.submit(self._run_in_pool, peer, msg_id, fn, args)
+            future = self._pool.submit(self._run_in_pool, peer, msg_id, fn, args, context)
             self._pool_calls[future] = (peer, msg_id)
             future.add_done_callback(self._pool_calls.pop)
 
     # -- answering -------------------------------------------------------------------------
 
-    def _run_inline(self, peer: bytes, msg_id: str, fn: Callable, args: list) -> None:
+    def _run_inline(self, peer: bytes, msg_id: str, fn: Callable, args: list, context=None) -> None:
         """Run a plain method on the loop thread; the watchdog covers for it if it blocks."""
         self._inline_since = started = time.monotonic()
         try:
-            result = fn(*args)
+            result = fn(*args) if context is None else self._ext.run(peer, context, fn, args)
         except Exception as exc:  # the method's failure is the caller's answer
             payload = self._error_payload(msg_id, exc)
         else:
@@ -310,10 +284,10 @@ class ChildWorker:
                 self._quick.discard(fn)
         self._send(peer, payload)
 
-    def _run_in_pool(self, peer: bytes, msg_id: str, fn: Callable, args: list) -> None:
+    def _run_in_pool(self, peer: bytes, msg_id: str, fn: Callable, args: list, context=None) -> None:
         started = time.monotonic()
         try:
-            result = fn(*args)
+            result = fn(*args) if context is None else self._ext.run(peer, context, fn, args)
             if time.monotonic() - started < TAKEOVER:
                 self._quick.add(fn)
             if inspect.isawaitable(result):
@@ -324,14 +298,14 @@ class ChildWorker:
             payload = self._result_payload(msg_id, fn, result)
         self._send(peer, payload)
 
-    def _start_task(self, peer: bytes, msg_id: str, fn: Callable, args: list) -> None:
-        task = self._loop.create_task(self._run_async(peer, msg_id, fn, args))
+    def _start_task(self, peer: bytes, msg_id: str, fn: Callable, args: list, context=None) -> None:
+        task = self._loop.create_task(self._run_async(peer, msg_id, fn, args, context))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_async(self, peer: bytes, msg_id: str, fn: Callable, args: list) -> None:
+    async def _run_async(self, peer: bytes, msg_id: str, fn: Callable, args: list, context=None) -> None:
         try:
-            result = await fn(*args)
+            result = await (fn(*args) if context is None else self._ext.arun(peer, context, fn, args))
         except asyncio.CancelledError:
             self._reply_error(peer, msg_id, "Worker stopped before the call finished")
             raise
@@ -342,17 +316,9 @@ class ChildWorker:
         self._send(peer, payload)
 
     def _result_payload(self, msg_id: str, fn: Callable, result: Any) -> bytes:
-        try:
-            return protocol.check_size(pack_message(protocol.response(msg_id, result), limits=self.limits),
-                                       DEFAULT_MAX_MESSAGE_SIZE)
-        except PayloadError as exc:
-            name = getattr(fn, "__name__", "function")
-            return pack_message(protocol.error(msg_id, f"PayloadError: result of '{name}' cannot be sent: {exc}"))
+        return result_payload(self.limits, msg_id, fn, result)
 
-    @staticmethod
-    def _error_payload(msg_id: str, exc: BaseException) -> bytes:
-        text = f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}"
-        return pack_message(protocol.error(msg_id, text))
+    _error_payload = staticmethod(error_payload)
 
     def _reply_error(self, peer: bytes, msg_id: str | None, text: str) -> None:
         self._send(peer, pack_message(protocol.error(msg_id, text)))

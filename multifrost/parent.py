@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import exit_hooks, protocol
+from . import exit_hooks, extensions, protocol, tracing
 from .channel import AsyncChannel, SignallingWaiter, SyncChannel, _read_all
 from .circuit import CLOSED, CircuitBreaker
 from .heartbeats import Heartbeats
@@ -25,7 +25,8 @@ from .errors import (CallTimeoutError, CircuitOpenError, MultifrostError, Remote
 from .logs import bind
 from .metrics import Metrics, NullMetrics
 from .process import ChildProcess
-from .proxy import CallProxy
+from .proxy import STREAM_OPTIONS, CallProxy
+from .streams import AsyncStream, SyncStream
 from .targets import ConnectTarget, InprocessTarget, SpawnTarget
 from .timeouts import check_timeout
 from .transports import DEFAULT_MAX_MESSAGE_SIZE
@@ -97,6 +98,8 @@ class ParentWorker:
         self._stopping: set[asyncio.Future] = set()  # child processes being stopped by a teardown
         self.call = CallProxy(self.call_function)
         self.acall = CallProxy(self.acall_function)
+        self.stream = CallProxy(self.stream_function, allowed=STREAM_OPTIONS)  # issue 15
+        self.astream = CallProxy(self.astream_function, allowed=STREAM_OPTIONS)
 
     # -- factories -------------------------------------------------------------------------
 
@@ -173,7 +176,8 @@ class ParentWorker:
 
     # -- calls (shared) --------------------------------------------------------------------
 
-    def _prepare(self, function: str, args, timeout, namespace) -> tuple[str, bytes, float | None, str | None]:
+    def _prepare(self, function: str, args, timeout, namespace, window: int | None = None,
+                 traceparent: str | None = None) -> tuple[str, bytes, float | None, str | None]:
         """Check the circuit and build the CALL; PayloadError here means nothing was sent."""
         if not isinstance(function, str):
             raise TypeError(f"function name must be str, not {type(function).__name__}")
@@ -187,6 +191,12 @@ class ParentWorker:
                                    f"calls fail at once until the reset timeout passes or restart() is called")
         message = protocol.call(function, list(args), namespace or protocol.DEFAULT_NAMESPACE,
                                 self._options.client_name)
+        channel = self._channel  # issue 15 hook: extension data only for a worker that agreed to it
+        if channel is not None and channel.extensions:
+            if traceparent is None and tracing.ENABLED and tracing.recording():
+                traceparent = tracing.current_traceparent()
+            extras = extensions.call_extras(channel.extensions, None if window else timeout, traceparent, window)
+            message["metadata"] = {extensions.CALL_KEY: extras}
         try:
             payload = protocol.check_size(pack_message(message, limits=self._options.limits),
                                           DEFAULT_MAX_MESSAGE_SIZE)
@@ -203,6 +213,8 @@ class ParentWorker:
         if reply.type == protocol.RESPONSE:
             return reply.result
         if reply.type == protocol.ERROR:
+            if reply.error.startswith(extensions.DEADLINE_ERROR):  # issue 15: the worker saw the deadline first
+                raise CallTimeoutError(f"{reply.error.partition(chr(10))[0]} (the call's timeout)")
             raise RemoteCallError.from_wire(reply.error)
         raise RemoteCallError(f"the worker answered a call with a {reply.type} message")
 
@@ -214,6 +226,23 @@ class ParentWorker:
                 self._breaker.record_failure()
             else:
                 self._breaker.end_trial()
+
+    def _abandoned(self, msg_id: str, exc: BaseException) -> None:
+        """issue 15 hook: the caller stopped waiting (timeout, cancelled task): tell a worker that speaks 'cancel'."""
+        channel = self._channel
+        if (isinstance(exc, (CallTimeoutError, asyncio.CancelledError, KeyboardInterrupt)) and channel is not None
+                and extensions.CANCEL in channel.extensions):
+            try:
+                channel.post(pack_message(extensions.cancel(msg_id)))
+            except MultifrostError:
+                pass
+
+    def _note_extensions(self, reply: protocol.Message, channel=None) -> None:
+        """issue 15 hook: a heartbeat echo that carries the worker's announcement sets what the channel may use."""
+        agreed = extensions.negotiate(reply.metadata)
+        channel = channel or self._channel
+        if agreed is not None and channel is not None:
+            channel.extensions = agreed
 
     def _what(self, function: str) -> str:
         return f"call {function}() to {self._target.describe()}"
@@ -249,6 +278,12 @@ class ParentWorker:
     def call_function(self, function: str, args=(), timeout: float | None = _UNSET,
                       namespace: str | None = None) -> Any:
         """Call ``function(*args)`` in the worker and return its result (sync API)."""
+        if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span; _prepare sends its traceparent
+            with tracing.client_call(function):
+                return self._call_function(function, args, timeout, namespace)
+        return self._call_function(function, args, timeout, namespace)
+
+    def _call_function(self, function: str, args, timeout, namespace) -> Any:
         if self._mode != "sync":
             self._wrong_mode("call", "start()")
         msg_id, payload, timeout, permit = self._prepare(function, args, timeout, namespace)
@@ -261,8 +296,17 @@ class ParentWorker:
             reply = channel.request(msg_id, payload, timeout, self._what(function))
         except BaseException as exc:
             self._failed(exc, started, permit)
+            self._abandoned(msg_id, exc)
             raise
         return self._finish(reply, started, permit)
+
+    def stream_function(self, function: str, args=(), timeout: float | None = _UNSET,
+                        namespace: str | None = None, window: int = extensions.DEFAULT_WINDOW) -> SyncStream:
+        """Iterate over the items of generator method ``function(*args)`` as the worker yields them
+        (sync API); ``timeout`` bounds the wait for each item, ``window`` how far the worker runs ahead."""
+        if self._mode != "sync":
+            self._wrong_mode("stream", "start()")
+        return SyncStream(self, function, args, timeout, namespace, window)
 
     def ping(self, timeout: float | None = None) -> float:
         """One heartbeat round trip, in milliseconds."""
@@ -374,8 +418,9 @@ class ParentWorker:
         while True:
             message = protocol.heartbeat()
             try:
-                channel.request(message["id"], pack_message(message),
-                                min(_START_PROBE, max(0.0, deadline - time.monotonic())), "start")
+                reply = channel.request(message["id"], pack_message(message),
+                                        min(_START_PROBE, max(0.0, deadline - time.monotonic())), "start")
+                self._note_extensions(reply, channel)  # issue 15
                 break
             except CallTimeoutError:
                 self._check_start(deadline)
@@ -612,6 +657,12 @@ class ParentWorker:
     async def acall_function(self, function: str, args=(), timeout: float | None = _UNSET,
                              namespace: str | None = None) -> Any:
         """Call ``function(*args)`` in the worker and return its result (async API)."""
+        if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span; _prepare sends its traceparent
+            with tracing.client_call(function):
+                return await self._acall_function(function, args, timeout, namespace)
+        return await self._acall_function(function, args, timeout, namespace)
+
+    async def _acall_function(self, function: str, args, timeout, namespace) -> Any:
         if self._mode != "async":
             self._wrong_mode("acall", "astart()")
         msg_id, payload, timeout, permit = self._prepare(function, args, timeout, namespace)
@@ -623,8 +674,16 @@ class ParentWorker:
             reply = await self._channel.request(msg_id, payload, timeout, self._what(function))
         except BaseException as exc:
             self._failed(exc, started, permit)
+            self._abandoned(msg_id, exc)
             raise
         return self._finish(reply, started, permit)
+
+    def astream_function(self, function: str, args=(), timeout: float | None = _UNSET,
+                         namespace: str | None = None, window: int = extensions.DEFAULT_WINDOW) -> AsyncStream:
+        """``stream_function`` for the async API: an async iterator (and async context manager)."""
+        if self._mode != "async":
+            self._wrong_mode("astream", "astart()")
+        return AsyncStream(self, function, args, timeout, namespace, window)
 
     async def aping(self, timeout: float | None = None) -> float:
         """One heartbeat round trip, in milliseconds."""
@@ -705,8 +764,9 @@ class ParentWorker:
         while True:
             message = protocol.heartbeat()
             try:
-                await channel.request(message["id"], pack_message(message),
-                                      min(_START_PROBE, max(0.0, deadline - time.monotonic())), "start")
+                reply = await channel.request(message["id"], pack_message(message),
+                                              min(_START_PROBE, max(0.0, deadline - time.monotonic())), "start")
+                self._note_extensions(reply, channel)  # issue 15
                 break
             except CallTimeoutError:
                 self._check_start(deadline)
@@ -875,6 +935,7 @@ class ParentWorker:
 
     def _heartbeat_rtt(self, reply: protocol.Message, arrived: float | None = None) -> float:
         """An echo came back (at ``arrived``, default now): note the RTT; the worker is healthy."""
+        self._note_extensions(reply)  # issue 15
         sent = reply.hb_timestamp
         rtt = max(0.0, ((arrived or time.time()) - sent) * 1000) if sent is not None else 0.0
         self.metrics.heartbeat(rtt)

@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 from .parent import ParentWorker
-from .proxy import CallProxy
+from .proxy import STREAM_OPTIONS, CallProxy
+from .streams import AsyncStream, SyncStream
 
 log = logging.getLogger("multifrost.pool")
 
@@ -32,6 +33,8 @@ class WorkerPool:
         self._lock = threading.Lock()
         self.call = CallProxy(self.call_function)
         self.acall = CallProxy(self.acall_function)
+        self.stream = CallProxy(self.stream_function, allowed=STREAM_OPTIONS)
+        self.astream = CallProxy(self.astream_function, allowed=STREAM_OPTIONS)
 
     @classmethod
     def spawn(cls, script: str, workers: int = 2, **spawn_options: Any) -> "WorkerPool":
@@ -97,6 +100,16 @@ class WorkerPool:
         finally:
             self._release(index)
 
+    def stream_function(self, function: str, args: Iterable = (), **options: Any) -> SyncStream:
+        """Stream from the least busy worker (options as ``ParentWorker.stream_function``); an
+        open stream does not count as a call in flight."""
+        return self.workers[self._pick()].stream_function(function, tuple(args), **options)
+
+    def _pick(self) -> int:
+        index = self._acquire()
+        self._release(index)
+        return index
+
     def map(self, function: str, args_list: Iterable[Iterable], **options: Any) -> list[Any]:
         """Call ``function(*args)`` for each entry of ``args_list``, one caller thread per worker,
         and return the results in order; the first failure is raised after all calls ended."""
@@ -144,6 +157,10 @@ class WorkerPool:
             return await self.workers[index].acall_function(function, tuple(args), **options)
         finally:
             self._release(index)
+
+    def astream_function(self, function: str, args: Iterable = (), **options: Any) -> AsyncStream:
+        """``stream_function`` for the async API."""
+        return self.workers[self._pick()].astream_function(function, tuple(args), **options)
 
     async def aclose(self) -> None:
         """Close every worker; the first error is raised after all of them were closed."""

@@ -24,6 +24,11 @@ STDERR = "stderr"
 HEARTBEAT = "heartbeat"
 SHUTDOWN = "shutdown"
 MESSAGE_TYPES = frozenset({CALL, RESPONSE, ERROR, STDOUT, STDERR, HEARTBEAT, SHUTDOWN})
+# Types of the negotiated extensions (extensions.py): parsed, but only sent to a peer that agreed.
+STREAM_ITEM = "stream_item"
+CREDIT = "credit"
+CANCEL = "cancel"
+_KNOWN_TYPES = MESSAGE_TYPES | {STREAM_ITEM, CREDIT, CANCEL}
 
 DEFAULT_NAMESPACE = "default"
 
@@ -165,7 +170,7 @@ def parse(obj: Any) -> Message:
     if app != APP_ID:
         raise ProtocolError(f"message app is {app!r}, not {APP_ID!r}")
     kind = obj.get("type")
-    if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
+    if not isinstance(kind, str) or kind not in _KNOWN_TYPES:
         raise ProtocolError(f"unknown message type {kind!r}")
     msg_id = obj.get("id")
     if msg_id is not None and not isinstance(msg_id, str):

@@ -74,3 +74,19 @@ def test_bad_sizes():
         WorkerPool.spawn("x.py", workers=0)
     with pytest.raises(ValueError):
         WorkerPool([])
+
+
+def test_streams_from_a_pool_spread_over_its_workers():
+    import os
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workers", "stream_worker.py")
+    with WorkerPool.spawn(script, workers=2, heartbeat_interval=0, default_timeout=10) as pool:
+        streams = [pool.stream.rows(5, f"pool-{i}") for i in range(4)]
+        assert [list(s) for s in streams] == [list(range(5))] * 4
+        assert {w.call.status("pool-0")["produced"] + w.call.status("pool-1")["produced"]
+                for w in pool.workers} == {5}  # pool-0 and pool-1 went to different workers
+
+    async def run():
+        async with WorkerPool.spawn(script, workers=2, heartbeat_interval=0, default_timeout=10) as pool:
+            return [[x async for x in pool.astream.arows(3)] for _ in range(2)]
+
+    assert asyncio.run(run()) == [[0, 1, 2]] * 2

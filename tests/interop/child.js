@@ -12,6 +12,10 @@ const wire = require("./wire");
 
 // Identity of the parent whose CALL is running, so console output reaches that parent.
 const callerIdentity = new AsyncLocalStorage();
+// Message types and top-level keys received that a v4 peer does not know (see wire.Strangers).
+const strangers = new wire.Strangers();
+// Keys seen in the metadata of CALLs (v4 allows any; a Python parent sends none to a v4 child).
+const callMetadataKeys = new Set();
 
 function describeType(value) {
   if (value === null) return "null";
@@ -45,6 +49,8 @@ const methods = {
   int_keys: () => new Map([[1, "one"], [2, "two"]]),
   unencodable: () => Symbol("cannot cross the wire"),
   pid: () => process.pid,
+  unknown_seen: () => strangers.list(),
+  call_metadata_seen: () => [...callMetadataKeys].sort(),
   _secret: () => "private",
   version: "interop-peer-1",
 };
@@ -98,7 +104,11 @@ class Worker {
         continue;
       }
       this.lastIdentity = identity;
+      strangers.note(message);
       if (message.type === "call") {
+        if (message.metadata !== null && typeof message.metadata === "object") {
+          for (const key of Object.keys(message.metadata)) callMetadataKeys.add(key);
+        }
         this.handleCall(identity, message);
       } else if (message.type === "heartbeat") {
         // Echo at once, same id, the request's metadata (hb_timestamp included) plus hb_response.

@@ -37,6 +37,7 @@ class Parent {
     this.child = null;
     this.childExit = null;
     this.exitWaiters = [];
+    this.strangers = new wire.Strangers(); // unknown types/keys received (reported with "done")
   }
 
   // ---- connection -------------------------------------------------------------------------
@@ -92,6 +93,7 @@ class Parent {
         emit("dropped", { reason: err.message });
         continue;
       }
+      this.strangers.note(message);
       const settle = this.pending.get(message.id);
       if (message.type === "stdout" || message.type === "stderr") {
         emit("output", { stream: message.type, output: message.output });
@@ -229,7 +231,7 @@ async function runParent(scenario) {
     process.exitCode = 1;
   }
   await parent.stop();
-  emit("done", { child_exit: parent.childExit });
+  emit("done", { child_exit: parent.childExit, unknown: parent.strangers.list() });
   process.exit(process.exitCode ?? 0);
 }
 

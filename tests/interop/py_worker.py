@@ -4,6 +4,7 @@ Spawn mode (the Node parent runs ``sh -c "python3 py_worker.py"``, no ``--worker
 ``--service-id ID``, a connect-mode service registered in ``$MULTIFROST_REGISTRY``.
 The namespace comes from ``MULTIFROST_NAMESPACE`` (default ``default``).
 """
+import asyncio
 import os
 import sys
 
@@ -33,6 +34,15 @@ class InteropWorker(ChildWorker):
 
     def say(self, text, stream="stdout"):
         print(text, file=sys.stderr if stream == "stderr" else sys.stdout)
+
+    def rows(self, n):
+        """A generator method: a v4 parent gets its items as one list."""
+        for i in range(n):
+            yield i
+
+    async def pause(self, seconds):
+        await asyncio.sleep(seconds)
+        return seconds
 
     def _private(self):
         return "never reachable"

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from multifrost import (CallTimeoutError, ParentWorker, PayloadError, RemoteCallError,
+from multifrost import (CallTimeoutError, MultifrostError, ParentWorker, PayloadError, RemoteCallError,
                         WorkerCrashedError)
 
 HERE = Path(__file__).resolve().parent
@@ -526,3 +526,63 @@ def test_node_example_exits_with_the_error_when_its_worker_cannot_start(node_pee
     for text in says:
         assert text in run.stderr
     assert run.stdout == ""
+
+
+# ==== extensions (issue 15): a v4 peer never receives a type or top-level key it does not know ======
+
+def test_python_parent_sends_a_node_child_nothing_unknown_sync(node_peer):
+    with spawn_node(node_peer, heartbeat_interval=0.05) as worker:
+        assert worker._channel.extensions == {}  # the echo of our own metadata is no announcement
+        assert worker.call.add(1, 2) == 3
+        with pytest.raises(CallTimeoutError):
+            worker.call.slow(500, timeout=0.05)  # a timeout just stops waiting: no CANCEL goes out
+        with pytest.raises(MultifrostError, match="does not speak the 'stream' extension"):
+            worker.stream.add(1, 2)
+        worker.ping()
+        assert worker.call.slow(1) == 1
+        assert worker.call.unknown_seen() == []
+        assert worker.call.call_metadata_seen() == []  # no deadline, no traceparent, no mf_call
+
+
+def test_python_parent_sends_a_node_child_nothing_unknown_async(node_peer):
+    async def run():
+        async with spawn_node(node_peer, heartbeat_interval=0.05) as worker:
+            task = asyncio.ensure_future(worker.acall.slow(2000))
+            await asyncio.sleep(0.05)
+            task.cancel()  # cancelling the task just stops waiting
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            with pytest.raises(CallTimeoutError):
+                await worker.acall.slow(500, timeout=0.05)
+            with pytest.raises(MultifrostError, match="does not speak the 'stream' extension"):
+                worker.astream.add(1, 2)
+            await worker.aping()
+            return await worker.acall.unknown_seen(), await worker.acall.call_metadata_seen()
+
+    assert asyncio.run(run()) == ([], [])
+
+
+def test_node_parent_gets_nothing_unknown_from_a_python_child(node_peer):
+    steps = Steps()
+    steps.add("heartbeats", {"heartbeat": 3, "timeout_ms": LIVENESS * 1000})
+    steps.add("rows", {"call": "rows", "args": [5]})
+    steps.add("timeout", {"call": "pause", "args": [0.5], "timeout_ms": 50})
+    steps.add("add", {"call": "add", "args": [1, 2]})
+    run = node_peer.run_parent({"spawn": py_spawn(), "steps": steps.steps})
+    assert run.returncode == 0, run.stderr
+    assert run.result(steps.index["rows"])["result"] == [0, 1, 2, 3, 4]  # a generator method, collected
+    assert run.result(steps.index["timeout"])["kind"] == "timeout"
+    assert run.result(steps.index["add"])["result"] == 3
+    beats = run.of("heartbeat")
+    assert len(beats) == 3 and all(b["ok"] and b["hb_response"] for b in beats)
+    assert run.of("done")[0]["unknown"] == []
+
+
+def test_the_node_child_does_record_what_v4_does_not_define(node_peer):
+    """The recorder the tests above rely on: an extension message sent anyway is listed."""
+    from multifrost import extensions
+    from multifrost.codec import pack_message
+
+    with spawn_node(node_peer) as worker:
+        assert worker._channel.post(pack_message(extensions.credit("x", 3)))
+        assert wait_until(lambda: worker.call.unknown_seen() == ["key:credit", "type:credit"], 5)

@@ -150,7 +150,32 @@ class SendQueue {
   }
 }
 
+// ---- what a Multifrost v4 peer knows -------------------------------------------------------
+// Every top-level key and message type of PROTOCOL.md. A v4 peer must never be sent anything
+// else (extensions of multifrost go only to peers that announced them): the peer records what
+// it receives beyond these so that the Python tests can assert that nothing unknown came in.
+const V4_TYPES = new Set(["call", "response", "error", "stdout", "stderr", "heartbeat", "shutdown"]);
+const V4_KEYS = new Set(["app", "id", "type", "timestamp", "function", "args", "namespace", "client_name",
+  "clientName", "result", "error", "output", "metadata"]);
+
+class Strangers {
+  constructor() {
+    this.seen = new Set();
+  }
+
+  // Notes the unknown type and top-level keys of a received message, as "type:x" / "key:y".
+  note(message) {
+    if (!V4_TYPES.has(message.type)) this.seen.add(`type:${String(message.type)}`);
+    for (const key of Object.keys(message)) if (!V4_KEYS.has(key)) this.seen.add(`key:${key}`);
+  }
+
+  list() {
+    return [...this.seen].sort();
+  }
+}
+
 module.exports = {
+  Strangers,
   SendQueue,
   APP_ID,
   DEFAULT_NAMESPACE,

@@ -1,0 +1,54 @@
+"""Which methods of a worker a parent may call, and how an outcome becomes a reply payload."""
+from __future__ import annotations
+
+import inspect
+import traceback
+from typing import Any, Callable
+
+from . import protocol
+from .codec import Limits, pack_message
+from .errors import PayloadError
+from .transports import DEFAULT_MAX_MESSAGE_SIZE
+
+
+class Gone(Exception):
+    """The function cannot be called; the message is the wire error text."""
+
+
+def resolve(worker, base: type, cache: dict, name: Any) -> tuple[Callable, bool]:
+    """The bound method for ``name`` and whether it is async, or Gone with the wire error text.
+
+    Only what subclasses of ``base`` define is callable, never ``base``'s own methods.
+    """
+    found = cache.get(name) if isinstance(name, str) else None
+    if found is not None:
+        return found
+    if not isinstance(name, str):
+        raise Gone(f"Function {name!r} not found")
+    if name.startswith("_"):
+        raise Gone(f"Cannot call private method '{name}'")
+    defined = name in vars(worker) or any(
+        name in vars(cls) for cls in type(worker).__mro__ if cls is not base and cls is not object)
+    if not defined:
+        raise Gone(f"Function '{name}' not found")
+    fn = getattr(worker, name)
+    if not callable(fn):
+        raise Gone(f"'{name}' is not callable")
+    found = cache[name] = (fn, inspect.iscoroutinefunction(fn))
+    return found
+
+
+def result_payload(limits: Limits | None, msg_id: str, fn: Callable, result: Any) -> bytes:
+    """The RESPONSE carrying ``result``, or an ERROR saying why it cannot be sent."""
+    try:
+        return protocol.check_size(pack_message(protocol.response(msg_id, result), limits=limits),
+                                   DEFAULT_MAX_MESSAGE_SIZE)
+    except PayloadError as exc:
+        name = getattr(fn, "__name__", "function")
+        return pack_message(protocol.error(msg_id, f"PayloadError: result of '{name}' cannot be sent: {exc}"))
+
+
+def error_payload(msg_id: str, exc: BaseException) -> bytes:
+    """The ERROR for a method that raised: type and message, then the traceback."""
+    text = f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}"
+    return pack_message(protocol.error(msg_id, text))
