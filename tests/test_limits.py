@@ -14,11 +14,17 @@ import msgpack
 
 from multifrost import ParentWorker, PayloadError, ProtocolError, RemoteCallError, TransportError, protocol
 from multifrost.codec import Limits, pack_message
-from test_hostile import GARBAGE_ROUTER, raw_parent  # noqa: F401  (a fixture)
+from test_hostile import GARBAGE_ROUTER, RawParent, _serving
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MATH = os.path.join(HERE, "workers", "math_worker.py")
 MiB = 1024 * 1024
+
+
+@pytest.fixture
+def raw_parent():
+    """A spawned child and the raw ZeroMQ DEALER it connected to (unix:// has its own tests)."""
+    yield from _serving(RawParent())
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -83,7 +89,7 @@ def test_a_reply_the_parent_drops_fails_its_call_at_once(api):
         client.close()
 
 
-def test_a_call_the_child_drops_is_answered_with_an_error(raw_parent):  # noqa: F811
+def test_a_call_the_child_drops_is_answered_with_an_error(raw_parent):
     """A parent with other limits sends a call nested deeper than the child accepts: the
     child drops it and answers ERROR to its id, and goes on serving."""
     deep: list = []
@@ -104,7 +110,7 @@ def test_a_call_the_child_drops_is_answered_with_an_error(raw_parent):  # noqa: 
     assert answer["type"] == "error" and "max_depth" in answer["error"]
 
 
-def test_a_frame_past_the_size_limit_does_not_make_a_spawned_child_deaf(raw_parent):  # noqa: F811
+def test_a_frame_past_the_size_limit_does_not_make_a_spawned_child_deaf(raw_parent):
     """ZeroMQ cuts the child's connection for a frame over 65 MiB and never dials again by
     itself; the child does. A raw parent's call queued behind the frame is lost with the
     connection (a multifrost parent fails it at once); a later one is answered."""

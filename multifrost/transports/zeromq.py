@@ -70,6 +70,8 @@ _POLLOUT = int(zmq.POLLOUT)
 _Again = zmq.Again
 _ZMQError = zmq.ZMQError
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+#: Events that say libzmq itself is (re)connecting: after them a connecting end need not dial.
+_DIALLING = int(zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED)
 
 #: How long a bind waits for a listener this process closed itself to go away.
 _RELEASE_GRACE = 2.0
@@ -129,7 +131,9 @@ class _ZmqEnd:
             action = "bind" if bind else "connect"
             raise TransportError(f"cannot {action} {endpoint}: {exc}") from exc
         self._sock = sock
-        self._monitor = sock.get_monitor_socket(_DISCONNECTED) if endpoint.scheme != "inproc" else None
+        self._monitor = (sock.get_monitor_socket(_DISCONNECTED | (0 if bind else _DIALLING))
+                         if endpoint.scheme != "inproc" else None)
+        self._redial = False  # a dropped connection that libzmq has not started to dial again
         self._monitor_get = _BaseSocket.get.__get__(self._monitor) if self._monitor is not None else None
         self.drops = 0
         self._fd = sock.getsockopt(zmq.FD)
@@ -171,8 +175,9 @@ class _ZmqEnd:
         return events & _POLLIN
 
     def _watch_connections(self) -> None:
-        """Read the monitor: count dropped connections; a connecting end dials again at once
-        (libzmq does not reconnect after a protocol error, such as a frame over MAXMSGSIZE)."""
+        """Read the monitor: count dropped connections. After a drop libzmq dials again by itself
+        (a CONNECT_DELAYED/RETRIED or CONNECTED event follows) except after a protocol error, such
+        as a frame over MAXMSGSIZE: a connecting end whose drop no such event follows dials itself."""
         monitor = self._monitor
         if monitor is None or not self._monitor_get(_EVENTS) & _POLLIN:
             return
@@ -180,17 +185,21 @@ class _ZmqEnd:
             try:
                 event = parse_monitor_message(monitor.recv_multipart(_NOBLOCK))
             except _Again:
-                return
-            if event["event"] != _DISCONNECTED:
-                continue
-            self.drops += 1
-            log.warning("%s: the connection to %s was dropped", self.endpoint, event["endpoint"].decode(errors="replace"))
-            if not self._bound:
-                try:
-                    self._sock.disconnect(self.endpoint)
-                except _ZMQError:  # libzmq already forgot it
-                    pass
-                self._sock.connect(self.endpoint)
+                break
+            if event["event"] == _DISCONNECTED:
+                self.drops += 1
+                self._redial = not self._bound
+                log.warning("%s: the connection to %s was dropped", self.endpoint,
+                            event["endpoint"].decode(errors="replace"))
+            else:
+                self._redial = False
+        if self._redial:
+            self._redial = False
+            try:
+                self._sock.disconnect(self.endpoint)
+            except _ZMQError:  # libzmq already forgot it
+                pass
+            self._sock.connect(self.endpoint)
 
     def _drop(self, frames: list[bytes], expected: str) -> None:
         while self._get(_RCVMORE):
