@@ -571,8 +571,10 @@ class ParentWorker:
             moved = self._target.moved()
         except MultifrostError as exc:
             self._log.warning("cannot read the registry: %s", exc)
-            return
+            moved = False
         if not moved:
+            if self._channel is not None and self._down is None:
+                self._ready.set()  # still registered there: calls go on to it
             return
         error = WorkerCrashedError(f"{self._target.describe()} went away; calls in flight failed, reconnecting")
         self._log.warning("%s", error)
@@ -849,8 +851,12 @@ class ParentWorker:
             moved = await asyncio.to_thread(self._target.moved)
         except MultifrostError as exc:
             self._log.warning("cannot read the registry: %s", exc)
+            moved = False
+        if channel is not self._channel or self._restarting:
             return
-        if not moved or channel is not self._channel or self._restarting:
+        if not moved:
+            if self._down is None:
+                self._aready.set()  # still registered there: calls go on to it
             return
         error = WorkerCrashedError(f"{self._target.describe()} went away; calls in flight failed, reconnecting")
         self._log.warning("%s", error)
@@ -950,6 +956,9 @@ class ParentWorker:
         if self._beats.expired(msg_id):
             self._log.warning("%s left %d heartbeats in a row unanswered: unhealthy", self._target.describe(),
                               self._beats.unanswered)
+            if isinstance(self._target, ConnectTarget):
+                # New calls wait for the registry's verdict instead of going to a service that may be gone.
+                (self._ready if self._mode == "sync" else self._aready).clear()
             self._healthy = False
             self._breaker.record_failure()
             self.metrics.circuit_state = self._breaker.state
