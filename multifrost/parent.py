@@ -123,12 +123,18 @@ class ParentWorker:
                 heartbeat_timeout: float = 3.0, heartbeat_max_misses: int = 3,
                 circuit_reset_timeout: float = 10.0, on_output: Callable[[str, str], None] | None = None,
                 client_name: str | None = None, limits: Limits | None = None,
-                metrics: bool = True) -> "ParentWorker":
-        """A running service registered as ``service_id``; ``timeout`` bounds discovery."""
+                metrics: bool = True, instance: str | None = None, curve_secret_key=None,
+                curve_server_key=None) -> "ParentWorker":
+        """A running service registered as ``service_id``; ``timeout`` bounds discovery.
+
+        ``registry``: a Registry or its name (a path, ``redis://...``); ``instance`` pins one
+        instance; ``curve_secret_key`` / ``curve_server_key``: CURVE (see targets.ConnectTarget).
+        """
         options = _Options(default_timeout, False, 5, heartbeat_interval, heartbeat_timeout,
                            heartbeat_max_misses, timeout, circuit_reset_timeout, on_output, client_name, limits,
                            metrics)
-        return cls(ConnectTarget(service_id, timeout, registry), options)
+        return cls(ConnectTarget(service_id, timeout, registry, instance=instance,
+                                 curve_secret_key=curve_secret_key, curve_server_key=curve_server_key), options)
 
     @classmethod
     def inprocess(cls, worker, transport: str = "memory", *, default_timeout: float | None = None,
@@ -428,6 +434,7 @@ class ParentWorker:
         self._ready.set()
 
     def _check_start(self, deadline: float) -> None:
+        self._channel.end.check()  # a refused security handshake: AuthenticationError now, not a timeout
         process = self._process
         if process is not None:
             process.read_stderr()
