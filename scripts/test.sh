@@ -10,6 +10,17 @@ fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
+# The Redis registry and multi-host tests start their own redis-server (Debian's package).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server </dev/null >/dev/null
+  elif [ "${CI:-}" = "true" ]; then
+    echo "redis-server is missing: run as root (this script installs it) or apt-get install redis-server" >&2
+    exit 1
+  fi
+fi
+
 if command -v npm >/dev/null 2>&1; then
   (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
 elif [ "${CI:-}" = "true" ]; then
