@@ -23,16 +23,21 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; ``stop()`` and ``start()`` again keep its port (a restart)."""
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+    def __init__(self, port: int | None = None, *, host: str = "127.0.0.1", netns: str | None = None) -> None:
+        self.host = host
+        self.netns = netns  # run it inside this network namespace (``ip netns exec``)
+        self.port = port or (6379 if netns else free_port())
         self.dir = tempfile.mkdtemp(prefix="multifrost-redis-")
         self.pidfile = os.path.join(self.dir, "redis.pid")
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{host}:{self.port}/0"
+
+    def _argv(self, *argv: str) -> list[str]:
+        return (["ip", "netns", "exec", self.netns] if self.netns else []) + list(argv)
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
-        subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir,
+        subprocess.run(self._argv("redis-server", "--bind", self.host, "--port", str(self.port), "--dir", self.dir,
                         "--daemonize", "yes", "--pidfile", self.pidfile, "--save", "", "--appendonly", "no",
-                        "--logfile", os.path.join(self.dir, "redis.log"), "--protected-mode", "yes"],
+                        "--logfile", os.path.join(self.dir, "redis.log"), "--protected-mode", "no"),
                        check=True, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not self.answers():
@@ -41,13 +46,22 @@ class RedisServer:
             time.sleep(0.02)
         return self
 
-    def answers(self) -> bool:
+    def command(self, *words: str) -> bytes | None:
+        """One command's reply, as redis-cli prints a simple reply (None when the server does not answer)."""
+        if self.netns:
+            done = subprocess.run(self._argv("redis-cli", "-h", self.host, "-p", str(self.port), *words),
+                                  capture_output=True, timeout=10)
+            out = done.stdout.strip()
+            return out if done.returncode == 0 and not out.startswith(b"Could not connect") else None
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
+            with socket.create_connection((self.host, self.port), timeout=0.5) as conn:
+                conn.sendall(b" ".join(w.encode() for w in words) + b"\r\n")
+                return conn.recv(1 << 16).strip().lstrip(b"+")
         except OSError:
-            return False
+            return None
+
+    def answers(self) -> bool:
+        return self.command("PING") == b"PONG"
 
     def pid(self) -> int | None:
         try:
@@ -74,9 +88,8 @@ class RedisServer:
             pass
 
     def flush(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
-            conn.sendall(b"FLUSHALL\r\n")
-            assert conn.recv(16).startswith(b"+OK")
+        reply = self.command("FLUSHALL")
+        assert reply == b"OK", reply
 
     def remove(self) -> None:
         self.stop()
