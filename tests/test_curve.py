@@ -156,3 +156,15 @@ def test_loopback_names_are_loopback(host):
 def test_everything_else_is_exposed(host):
     with pytest.raises(ServiceConfigError):
         check_exposure(host, None, insecure=False)
+
+
+def test_the_cli_calls_and_pings_over_curve(keys, service, capsys):
+    service("calc", "--curve-secret-key", str(keys["server"]), "--curve-authorized-keys", str(keys["authorized"]))
+    curve = ["--curve-secret-key", str(keys["client"]), "--curve-server-key", str(keys["server_public"])]
+    assert cli_main(["call", "calc", "add", "40", "2", *curve]) == 0
+    assert capsys.readouterr().out.strip() == "42"
+    assert cli_main(["ping", "calc", *curve]) == 0
+    assert "heartbeat round trip" in capsys.readouterr().out
+    assert cli_main(["call", "calc", "add", "1", "2", "--curve-secret-key", str(keys["stranger"]),
+                     "--curve-server-key", str(keys["server_public"])]) == 1
+    assert "refused this client's CURVE key" in capsys.readouterr().err
