@@ -83,6 +83,7 @@ class ParentWorker:
         self._log = bind(log, worker_id=target.name, service_id=getattr(target, "service_id", None))
         self._restart_requested = False
         self._drop_due: float | None = None  # sync API: when to look into a dropped connection
+        self._moved = False  # (connect mode) the lease watch found the instance gone
         self._restarting = False
         self._exiting = False  # this process is exiting (signal, atexit): never restart the child
         self._live_key: int | None = None
@@ -279,7 +280,14 @@ class ParentWorker:
             raise
         self._supervisor = threading.Thread(target=self._supervise, name="multifrost-supervisor", daemon=True)
         self._supervisor.start()
+        if isinstance(self._target, ConnectTarget):
+            self._target.watch(self._lease_lost)
         return self
+
+    def _lease_lost(self) -> None:
+        """(lease watch thread) The service instance in use left the registry: wake the supervisor."""
+        self._moved = True
+        os.write(self._wake_w, b"m")
 
     def call_function(self, function: str, args=(), timeout: float | None = _UNSET,
                       namespace: str | None = None) -> Any:
@@ -513,6 +521,10 @@ class ParentWorker:
                 return
             if self._wake_r in ready:
                 _read_all(self._wake_r)
+            if self._moved:
+                self._moved = False
+                if self._down is None:
+                    self._reconnect_if_moved()
             if process is not None and process is self._process:
                 if process.stderr_fd in ready:
                     process.read_stderr()
@@ -659,7 +671,15 @@ class ParentWorker:
             raise
         if self._options.heartbeat_interval > 0:
             self._spawn_task(self._aheartbeats())
+        if isinstance(self._target, ConnectTarget):
+            loop = self._loop
+            self._target.watch(lambda: loop.call_soon_threadsafe(self._alease_lost))
         return self
+
+    def _alease_lost(self) -> None:
+        """The service instance in use left the registry: move to another one."""
+        if self._down is None and not self._closing:
+            self._spawn_task(self._areconnect_if_moved())
 
     async def acall_function(self, function: str, args=(), timeout: float | None = _UNSET,
                              namespace: str | None = None) -> Any:

@@ -9,9 +9,9 @@ import sys
 import tempfile
 import threading
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from .errors import AuthenticationError, ServiceNotFoundError, WorkerStartError
+from .errors import AuthenticationError, MultifrostError, ServiceNotFoundError, WorkerStartError
 from .process import ChildProcess
 from .runner import ENDPOINT_ENV, PORT_ENV, WORKER_MODE_ENV
 from .transports import Curve, ParentEnd, curve_keys, open_child_end, open_parent_end
@@ -85,6 +85,9 @@ class SpawnTarget:
             self._ipc_dir = None
 
 
+LEASE_WATCH_INTERVAL = 0.25  # seconds between looks at a lease registry for the instance in use
+
+
 class ConnectTarget:
     """Connect mode: find a live instance of the service in the registry and dial its host:port.
 
@@ -108,6 +111,8 @@ class ConnectTarget:
         self.name = service_id
         self.entry = None  # the registry entry the last open() connected to
         self._lost: tuple | None = None  # the instance last found gone: the next open() prefers another
+        self._watcher: threading.Thread | None = None
+        self._watch_stop = threading.Event()
 
     @property
     def registry(self) -> "Registry":
@@ -166,6 +171,32 @@ class ConnectTarget:
             entry = await asyncio.to_thread(self._pinned)
         return self._dial(entry), None
 
+    def watch(self, on_lost: Callable[[], None]) -> None:
+        """With a lease registry, call ``on_lost`` (from a thread of its own) each time the instance
+        in use has left the registry, so the parent moves on within a moment of its lease expiring
+        instead of at its next missed heartbeat. Not for a pinned instance (a pool follows those)."""
+        from .registries import is_shared
+        if self.instance is not None or self._watcher is not None or not is_shared(self.registry):
+            return
+        self._watch_stop.clear()
+        self._watcher = threading.Thread(target=self._watch, args=(on_lost,), daemon=True,
+                                         name=f"multifrost-lease-watch-{self.service_id}")
+        self._watcher.start()
+
+    def _watch(self, on_lost: Callable[[], None]) -> None:
+        reported = None
+        while not self._watch_stop.wait(LEASE_WATCH_INTERVAL):
+            entry = self.entry
+            if entry is None or entry is reported:
+                continue
+            try:
+                lost = self.moved()
+            except MultifrostError:
+                continue  # the registry does not answer: the connection may well be fine
+            if lost and entry is self.entry:
+                reported = entry  # once per instance: the parent reconnects, or its heartbeats take over
+                on_lost()
+
     def moved(self) -> bool:
         """Whether the instance we connected to is gone (its lease expired, its pid died) or moved."""
         from .registries import instance_id, live_instances
@@ -178,6 +209,10 @@ class ConnectTarget:
         return True
 
     def close(self) -> None:
+        if self._watcher is not None:
+            self._watch_stop.set()
+            self._watcher.join()
+            self._watcher = None
         if self._registry is not None:
             from .registries import close_opened
             close_opened(self._registry, self._spec)

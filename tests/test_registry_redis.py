@@ -219,30 +219,28 @@ def test_a_killed_service_leaves_when_its_lease_expires(services, redis_url):
         registry.close()
 
 
-def test_the_parent_moves_to_another_live_instance(services, redis_url):
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_the_parent_moves_to_another_live_instance(api, services, redis_url):
     first = services("calc", "--registry", redis_url, "--lease-ttl", "1")
     registry = RedisRegistry(redis_url)
     try:
         wait_for(lambda: registry.instances("calc"), 20, "the first service to register")
-        worker = ParentWorker.connect("calc", registry=redis_url, heartbeat_interval=0.2, heartbeat_timeout=0.3)
-        worker.start()
+        client = CLIENTS[api](ParentWorker.connect("calc", registry=redis_url))  # default heartbeats: 5 s
+        client.start()
         try:
-            assert worker.call.where()[1] == first.pid
+            assert client.call("where")[1] == first.pid
             second = services("calc", "--registry", redis_url, "--lease-ttl", "1")
             wait_for(lambda: len(registry.instances("calc")) == 2, 20, "the second service to register")
+            in_flight = client.fire([("sleep", (30,))])
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=20)
             killed = time.monotonic()
-
-            def moved():
-                try:
-                    return worker.call_function("where", timeout=0.5)[1] == second.pid
-                except (WorkerCrashedError, ServiceNotFoundError, TimeoutError):
-                    return False
-            wait_for(moved, 10, "calls to reach the second instance")
+            outcome, = in_flight(10)
+            assert isinstance(outcome, WorkerCrashedError), outcome  # failed, not re-sent
+            assert client.call("where", timeout=5)[1] == second.pid
             assert time.monotonic() - killed <= 1 + 1  # within the lease TTL + 1 s
         finally:
-            worker.close()
+            client.close()
     finally:
         registry.close()
 
