@@ -8,12 +8,13 @@ import sys
 import time
 
 import pytest
+from hypothesis import given, strategies as st
 
 from helpers import CLIENTS
 from multifrost import ParentWorker, RegistryError, ServiceNotFoundError, WorkerCrashedError
 from multifrost.cli import main as cli_main
-from multifrost.registries import live_instances, open_registry
-from multifrost.registry import FileRegistry
+from multifrost.registries import dial_endpoint, live_instances, open_registry
+from multifrost.registry import FileRegistry, ServiceEntry
 from redis_server import RedisServer, free_port
 
 redis = pytest.importorskip("redis", reason="pip install 'multifrost[redis]' to run the Redis registry tests")
@@ -265,3 +266,26 @@ def test_a_service_keeps_serving_while_redis_is_down_and_registers_again():
         proc.wait(timeout=20)
         registry.close()
         server.remove()
+
+
+@given(sid=st.text(min_size=1), instance=st.text(alphabet="0123456789abcdef", min_size=1, max_size=16),
+       host=st.text(min_size=1), port=st.integers(1, 65535), pid=st.integers(0, 2**31),
+       key=st.one_of(st.none(), st.text(min_size=40, max_size=40)))
+def test_a_lease_value_round_trips(sid, instance, host, port, pid, key):
+    entry = InstanceEntry(sid, port, pid, "2026-01-01T00:00:00.000Z", instance, host, "box", key or None)
+    assert InstanceEntry.from_lease(json.dumps(entry.to_lease())) == entry
+
+
+@given(st.one_of(st.text(), st.integers(), st.lists(st.integers()),
+                 st.dictionaries(st.sampled_from(["id", "instance", "host", "port", "pid"]),
+                                 st.one_of(st.none(), st.text(), st.integers(-5, 70000), st.booleans()))))
+def test_malformed_lease_values_parse_to_none_or_a_valid_entry(value):
+    entry = InstanceEntry.from_lease(json.dumps(value))
+    assert entry is None or (0 < entry.port < 65536 and entry.host and isinstance(entry.service_id, str))
+
+
+@pytest.mark.parametrize("host, endpoint", [("10.1.2.3", "tcp://10.1.2.3:5000"), ("::1", "tcp://[::1]:5000"),
+                                            ("box.example", "tcp://box.example:5000")])
+def test_the_parent_dials_the_registered_host(host, endpoint):
+    assert dial_endpoint(InstanceEntry("s", 5000, 1, "", "i", host)) == endpoint
+    assert dial_endpoint(ServiceEntry("s", 5000, 1, "")) == "tcp://127.0.0.1:5000"  # the JSON file: loopback
