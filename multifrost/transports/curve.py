@@ -27,6 +27,7 @@ log = logging.getLogger("multifrost.transports")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 _MISMATCH = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+_UNEXPLAINED_FAILURES = 2  # CURVE handshakes closed without detail before the server key is called wrong
 
 
 # -- key files ------------------------------------------------------------------------------
@@ -193,9 +194,16 @@ class _ZapHandler:
 _zap = _ZapHandler()
 
 
-def refusal(event: int, value: int, endpoint: str, *, curve: bool) -> AuthenticationError:
-    """The AuthenticationError for a handshake failure the socket monitor reported
-    (``event`` one of ZeroMQ's ``EVENT_HANDSHAKE_FAILED_*``, ``value`` its status or error code)."""
+def refusal(event: int, value: int, endpoint: str, *, curve: bool, unexplained: int) -> AuthenticationError | None:
+    """The AuthenticationError for a handshake failure the socket monitor reported, or None when
+    the failure says nothing about security (``event``: ZeroMQ's ``EVENT_HANDSHAKE_FAILED_*``;
+    ``value``: its status or error code; ``unexplained``: how many failures without detail this
+    end saw so far, this one included).
+
+    A refused key and a mechanism mismatch are reported at once. A CURVE server that cannot
+    decrypt our hello (a wrong server key) just closes the connection: a failure without
+    detail, which a connection lost mid-handshake also gives, so it counts only when it repeats.
+    """
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
         return AuthenticationError(f"{endpoint} refused this client's CURVE key (ZAP status {value}); "
                                    f"add its .key file to the service's authorized keys")
@@ -203,6 +211,7 @@ def refusal(event: int, value: int, endpoint: str, *, curve: bool) -> Authentica
         mine = "uses CURVE" if curve else "does not use CURVE"
         return AuthenticationError(f"{endpoint}: security mismatch: this client {mine} and the service "
                                    f"{'does not' if curve else 'does'}")
-    hint = ": does the service use CURVE, and is its public key the one given?" if curve else ""
-    return AuthenticationError(f"{endpoint}: the security handshake failed (ZeroMQ protocol error "
-                               f"{value:#x}){hint}")
+    if curve and (event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL or unexplained >= _UNEXPLAINED_FAILURES):
+        return AuthenticationError(f"{endpoint}: the CURVE handshake failed (ZeroMQ code {value:#x}): does "
+                                   f"the service use CURVE, and is its public key the one given?")
+    return None
