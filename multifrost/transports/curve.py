@@ -1,19 +1,21 @@
 """CURVE security for the ZeroMQ ends: key files, the ZAP handler, what a refused handshake means.
 
 Keys live in ZeroMQ's certificate files (``NAME.key``: public key; ``NAME.key_secret``:
-both keys, mode 0600), read and written with ``zmq.auth``. A CURVE server that names its
-authorized client keys gets a ZAP domain of its own; one ZAP handler thread per process
-(RFC 27, started with the first such server, stopped with the last) answers the handshakes
-of every domain. A connecting end's socket monitor reports a handshake the service refused
-(see zeromq.py); ``refusal`` turns that into an AuthenticationError, not a silent timeout.
+both keys, mode 0600), read and written with ``zmq.auth``. Every CURVE server gets a ZAP
+domain of its own with the client keys it admits (or any); one ZAP handler thread per
+process (RFC 27, started with the first server, stopped with the last) answers the
+handshakes of every domain. A connecting end's socket monitor reports a handshake the
+service refused (see zeromq.py); ``refusal`` turns that into an AuthenticationError.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import zmq
@@ -27,7 +29,7 @@ log = logging.getLogger("multifrost.transports")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 _MISMATCH = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-_UNEXPLAINED_FAILURES = 2  # CURVE handshakes closed without detail before the server key is called wrong
+_UNEXPLAINED_FAILURES = 2  # handshakes closed without detail in a row before that is called a refusal
 
 
 # -- key files ------------------------------------------------------------------------------
@@ -90,7 +92,10 @@ def new_keypair() -> tuple[bytes, bytes]:
 
 
 def apply(sock: zmq.Socket, curve: Curve, *, bind: bool) -> str | None:
-    """Set the CURVE options on ``sock``; a server with authorized keys gets a ZAP domain (returned)."""
+    """Set the CURVE options on ``sock``; a server gets a ZAP domain of its own (returned).
+
+    Every CURVE server is answered by the handler, even one that admits any client: once a
+    ZAP handler runs in the context, libzmq asks it about every CURVE handshake."""
     sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public_key)
     sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret_key)
     if curve.server_key is not None:
@@ -99,8 +104,6 @@ def apply(sock: zmq.Socket, curve: Curve, *, bind: bool) -> str | None:
         sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server_key)
         return None
     sock.setsockopt(zmq.CURVE_SERVER, 1)
-    if curve.authorized_keys is None:
-        return None
     domain = _zap.add(sock.context, curve.authorized_keys)
     sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
     return domain
@@ -117,15 +120,15 @@ class _ZapHandler:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._domains: dict[str, frozenset[bytes]] = {}
+        self._domains: dict[str, frozenset[bytes] | None] = {}  # None: any CURVE client
         self._numbers = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._stop_sender: zmq.Socket | None = None
 
-    def add(self, context: zmq.Context, keys: frozenset[bytes]) -> str:
+    def add(self, context: zmq.Context, keys: frozenset[bytes] | None) -> str:
         with self._lock:
             domain = f"multifrost-{os.getpid()}-{next(self._numbers)}"
-            self._domains[domain] = frozenset(z85.decode(k) for k in keys)
+            self._domains[domain] = None if keys is None else frozenset(z85.decode(k) for k in keys)
             if self._thread is None:
                 self._start(context)
             return domain
@@ -146,7 +149,7 @@ class _ZapHandler:
         reply = context.socket(zmq.REP)
         stop = context.socket(zmq.PAIR)
         try:
-            reply.bind(ZAP_ENDPOINT)
+            _bind_again(reply, ZAP_ENDPOINT)
             stop.bind(control)
             self._stop_sender = context.socket(zmq.PAIR)
             self._stop_sender.connect(control)
@@ -180,10 +183,11 @@ class _ZapHandler:
             return [b"1.0", b"", b"500", b"malformed ZAP request", b"", b""]
         version, request_id, domain, address, _identity, mechanism = request[:6]
         credentials = request[6:]
+        name = domain.decode(errors="replace")
         with self._lock:
-            keys = self._domains.get(domain.decode(errors="replace"))
-        allowed = (mechanism == b"CURVE" and keys is not None and len(credentials) == 1
-                   and credentials[0] in keys)
+            known, keys = name in self._domains, self._domains.get(name)
+        allowed = (mechanism == b"CURVE" and known and len(credentials) == 1
+                   and (keys is None or credentials[0] in keys))
         if not allowed:
             log.warning("refused a %s client from %s (key not authorized)", mechanism.decode(errors="replace"),
                         address.decode(errors="replace"))
@@ -191,18 +195,32 @@ class _ZapHandler:
         return [version, request_id, b"200", b"OK", z85.encode(credentials[0]), b""]
 
 
+def _bind_again(sock: zmq.Socket, endpoint: str, grace: float = 2.0) -> None:
+    """Bind ``endpoint``, waiting (up to ``grace`` s) for a handler this process just stopped to let go of it."""
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            sock.bind(endpoint)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.002)
+
+
 _zap = _ZapHandler()
 
 
 def refusal(event: int, value: int, endpoint: str, *, curve: bool, unexplained: int) -> AuthenticationError | None:
     """The AuthenticationError for a handshake failure the socket monitor reported, or None when
-    the failure says nothing about security (``event``: ZeroMQ's ``EVENT_HANDSHAKE_FAILED_*``;
+    the failure says nothing about security (yet). ``event``: ZeroMQ's ``EVENT_HANDSHAKE_FAILED_*``;
     ``value``: its status or error code; ``unexplained``: how many failures without detail this
-    end saw so far, this one included).
+    end saw so far, this one included.
 
-    A refused key and a mechanism mismatch are reported at once. A CURVE server that cannot
-    decrypt our hello (a wrong server key) just closes the connection: a failure without
-    detail, which a connection lost mid-handshake also gives, so it counts only when it repeats.
+    A refused key and a mechanism mismatch seen by this end are reported at once. A service
+    that refuses the handshake first (it saw the mismatch before us, or cannot decrypt our
+    hello: a wrong server key) just closes the connection: a failure without detail, which a
+    connection lost mid-handshake gives too, so it counts only when it repeats.
     """
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
         return AuthenticationError(f"{endpoint} refused this client's CURVE key (ZAP status {value}); "
@@ -211,7 +229,9 @@ def refusal(event: int, value: int, endpoint: str, *, curve: bool, unexplained: 
         mine = "uses CURVE" if curve else "does not use CURVE"
         return AuthenticationError(f"{endpoint}: security mismatch: this client {mine} and the service "
                                    f"{'does not' if curve else 'does'}")
-    if curve and (event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL or unexplained >= _UNEXPLAINED_FAILURES):
-        return AuthenticationError(f"{endpoint}: the CURVE handshake failed (ZeroMQ code {value:#x}): does "
-                                   f"the service use CURVE, and is its public key the one given?")
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL or unexplained >= _UNEXPLAINED_FAILURES:
+        hint = ("does the service use CURVE, and is its public key the one given?" if curve else
+                "does the service use CURVE? Give this client its key (curve_server_key=)")
+        return AuthenticationError(f"{endpoint}: the service closed the connection during the security "
+                                   f"handshake (ZeroMQ code {value:#x}): {hint}")
     return None

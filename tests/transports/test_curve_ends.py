@@ -56,6 +56,18 @@ def test_without_authorized_keys_any_client_knowing_the_server_key_is_admitted()
     assert exchange(server(authorized=None), client(STRANGER)) == "delivered"
 
 
+def test_servers_with_and_without_authorized_keys_share_the_zap_handler():
+    strict = open_child_end("tcp://127.0.0.1:0", bind=True, curve=server())
+    try:
+        assert exchange(server(authorized=None), client(STRANGER)) == "delivered"
+        assert "refused" in exchange(server(), client(STRANGER))
+    finally:
+        strict.close()
+    for _ in range(20):  # a handler stopped and started again at once
+        assert exchange(server(), client()) == "delivered"
+    assert zap_threads() == []
+
+
 @pytest.mark.parametrize("case, expected", [
     ("stranger", "refused this client's CURVE key"),
     ("plain client", "this client does not use CURVE and the service does"),
