@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from helpers import CLIENTS
-from multifrost import ParentWorker, RegistryError, ServiceNotFoundError, WorkerCrashedError
+from multifrost import ParentWorker, RegistryError, WorkerCrashedError
 from multifrost.cli import main as cli_main
 from multifrost.registries import dial_endpoint, live_instances, open_registry
 from multifrost.registry import FileRegistry, ServiceEntry
