@@ -678,8 +678,8 @@ class ParentWorker:
 
     def _alease_lost(self) -> None:
         """The service instance in use left the registry: move to another one."""
-        if self._down is None and not self._closing:
-            self._spawn_task(self._areconnect_if_moved())
+        if self._down is None and not self._closing and self._channel is not None:
+            self._spawn_task(self._areconnect_if_moved(self._channel))
 
     async def acall_function(self, function: str, args=(), timeout: float | None = _UNSET,
                              namespace: str | None = None) -> Any:
