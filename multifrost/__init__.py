@@ -3,6 +3,7 @@ from typing import TYPE_CHECKING
 
 from .current_call import CallContext, current_call
 from .errors import (
+    AuthenticationError,
     CallTimeoutError,
     CircuitOpenError,
     MultifrostError,
@@ -45,7 +46,8 @@ if TYPE_CHECKING:  # the names above, for type checkers and IDEs
     from .pool import WorkerPool  # noqa: F401
 
 __all__ = [
-    "CallContext", "CallTimeoutError", "ChildWorker", "CircuitOpenError", "MultifrostError", "ParentWorker", "PayloadError",
+    "AuthenticationError", "CallContext", "CallTimeoutError", "ChildWorker", "CircuitOpenError", "MultifrostError",
+    "ParentWorker", "PayloadError",
     "ProtocolError", "RegistryError", "RemoteCallError", "ServiceNotFoundError", "TransportClosed",
     "TransportError", "WorkerCrashedError", "WorkerPool", "WorkerStartError", "current_call",
 ]

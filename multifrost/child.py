@@ -40,8 +40,10 @@ _HELD_RETRY = 0.1  # seconds: held replies are retried on every wake-up, and at 
 class ChildWorker:
     """Base class of a worker: the public methods of a subclass are callable remotely.
 
-    ``service_id`` makes ``run()`` a connect-mode service (bind ``host``:``port``, register,
-    serve any parent); without it ``run()`` connects to the parent that spawned this process.
+    ``service_id`` makes ``run()`` a connect-mode service (bind ``host``:``port``, register in
+    ``registry``, serve any parent); without it ``run()`` connects to the parent that spawned
+    this process. A bind beyond loopback needs CURVE (``curve_secret_key``, optionally
+    ``curve_authorized_keys``) or ``insecure=True``; ``advertise`` is the address clients dial.
     """
 
     namespace: str = protocol.DEFAULT_NAMESPACE
@@ -49,13 +51,23 @@ class ChildWorker:
     def __init__(self, service_id: str | None = None, *, namespace: str | None = None,
                  host: str = "127.0.0.1", port: int = 0, max_workers: int | None = None,
                  shutdown_grace: float = 5.0, limits: Limits | None = None,
-                 max_held_bytes: int = DEFAULT_BUDGET) -> None:
+                 max_held_bytes: int = DEFAULT_BUDGET, registry: Any = None, advertise: str | None = None,
+                 insecure: bool = False, curve_secret_key: str | os.PathLike[str] | None = None,
+                 curve_authorized_keys: str | os.PathLike[str] | None = None,
+                 lease_ttl: float | None = None) -> None:
         self.service_id = service_id
         self.limits = limits  # decoding limits of calls, and the parents' limits results must respect
         if namespace is not None:
             self.namespace = namespace
         self.host = host
         self.port = port
+        # connect mode (see multifrost.service): where to announce, what clients dial, how to secure it
+        self.registry = registry
+        self.advertise = advertise
+        self.insecure = insecure
+        self.curve_secret_key = curve_secret_key
+        self.curve_authorized_keys = curve_authorized_keys
+        self.lease_ttl = lease_ttl
         self.shutdown_grace = shutdown_grace
         self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._functions: dict[str, tuple[Callable, bool]] = {}

@@ -1,4 +1,4 @@
-"""The ``multifrost`` command: list, prune, call and ping registered services; run a demo.
+"""The ``multifrost`` command: list, prune, call and ping registered services; make CURVE keys; run a demo.
 
 Every failure ends as one line on stderr and a non-zero exit status (1: the operation
 failed, 2: bad command line, 130: interrupted), never as a traceback; ``-v`` shows the
@@ -28,7 +28,9 @@ from .errors import (
     ServiceNotFoundError,
     WorkerCrashedError,
 )
-from .registry import FileRegistry, ServiceEntry, default_registry
+from .cli_hosts import add_curve_options, curve_options, keygen, list_instances, print_table
+from .registries import is_shared, open_registry
+from .registry import Registry, ServiceEntry
 
 logger = logging.getLogger("multifrost.cli")
 
@@ -102,7 +104,15 @@ def _show(value: Any, as_json: bool) -> None:
         _out(pprint.pformat(value, sort_dicts=False))
 
 
-def _live_entry(registry: FileRegistry, service_id: str) -> ServiceEntry:
+def _registry(args: argparse.Namespace) -> Registry:
+    """The registry ``--registry`` names, else ``$MULTIFROST_REGISTRY``, else the shared file."""
+    try:
+        return open_registry(args.registry)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _live_entry(registry: Registry, service_id: str) -> ServiceEntry:
     """The service's entry, failing at once (no discovery wait) when it is absent or dead."""
     entry = registry.lookup(service_id)
     if entry is None:
@@ -136,7 +146,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def cmd_services(args: argparse.Namespace) -> int:
-    registry = default_registry()
+    registry = _registry(args)
+    if is_shared(registry):
+        return list_instances(registry, args.json, _out)
     entries = sorted(registry.entries().values(), key=lambda e: e.service_id)
     if args.json:
         table = {e.service_id: dict(e.to_json(), alive=e.alive) for e in entries}
@@ -147,14 +159,12 @@ def cmd_services(args: argparse.Namespace) -> int:
         return 0
     rows = [("SERVICE", "PORT", "PID", "STATUS", "STARTED")]
     rows += [(e.service_id, str(e.port), str(e.pid), "alive" if e.alive else "dead", e.started) for e in entries]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    print_table(rows, _out)
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    removed = default_registry().prune()
+    removed = _registry(args).prune()
     if removed:
         _out(f"removed {len(removed)} dead service(s): {', '.join(sorted(removed))}")
     else:
@@ -178,10 +188,11 @@ def _call_args(args: argparse.Namespace) -> list[Any]:
 
 def cmd_call(args: argparse.Namespace) -> int:
     call_args = _call_args(args)
-    _live_entry(default_registry(), args.service)
+    registry = _registry(args)
+    _live_entry(registry, args.service)
     from . import ParentWorker
 
-    with ParentWorker.connect(args.service, timeout=args.timeout) as worker:
+    with ParentWorker.connect(args.service, timeout=args.timeout, registry=registry, **curve_options(args)) as worker:
         try:
             result = worker.call_function(args.function, call_args, timeout=args.timeout, namespace=args.namespace)
         except CallTimeoutError as exc:
@@ -194,15 +205,17 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    entry = _live_entry(default_registry(), args.service)
+    registry = _registry(args)
+    entry = _live_entry(registry, args.service)
     from . import ParentWorker
 
-    with ParentWorker.connect(args.service, timeout=args.timeout) as worker:
+    with ParentWorker.connect(args.service, timeout=args.timeout, registry=registry, **curve_options(args)) as worker:
         try:
             rtt_ms = worker.ping(timeout=args.timeout)
         except CallTimeoutError as exc:
             raise CallTimeoutError(f"no heartbeat echo from {args.service!r} within {args.timeout:g} s") from exc
-    _out(f"{args.service}: heartbeat round trip {rtt_ms:.3f} ms (port {entry.port}, pid {entry.pid})")
+    where = f"{entry.host}:{entry.port}" if hasattr(entry, "host") else f"port {entry.port}"
+    _out(f"{args.service}: heartbeat round trip {rtt_ms:.3f} ms ({where}, pid {entry.pid})")
     return 0
 
 
@@ -272,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
         "or ~/.multifrost/services.json).",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
+    parser.add_argument("--registry", metavar="URL_OR_PATH",
+                        help="the registry: redis://host:port/db or a JSON file path (default: $MULTIFROST_REGISTRY)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("services", help="list the registered services")
@@ -287,12 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive, default=30.0, metavar="S", help="seconds to wait (default 30)")
     p.add_argument("--namespace", default="default", metavar="NS", help="the service's namespace (default 'default')")
     p.add_argument("--json", action="store_true", help="print the result as JSON (bytes as base64)")
+    add_curve_options(p)
     p.set_defaults(handler=cmd_call)
 
     p = sub.add_parser("ping", help="measure the heartbeat round trip to a running service")
     p.add_argument("service", help="the service id")
     p.add_argument("--timeout", type=_positive, default=5.0, metavar="S", help="seconds to wait (default 5)")
+    add_curve_options(p)
     p.set_defaults(handler=cmd_ping)
+
+    p = sub.add_parser("keygen", help="write a CURVE keypair: PATH.key (public) and PATH.key_secret (private)")
+    p.add_argument("path", metavar="PATH", help="where to write the two files (PATH.key, PATH.key_secret)")
+    p.set_defaults(handler=lambda args: keygen(args.path, _out))
 
     p = sub.add_parser("prune", help="remove the entries of services whose process is gone")
     p.set_defaults(handler=cmd_prune)

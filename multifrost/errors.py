@@ -87,5 +87,10 @@ class ServiceNotFoundError(MultifrostError, LookupError):
     """No live service is registered under the id (connect mode)."""
 
 
+class AuthenticationError(TransportError):
+    """The service refused this client's security handshake (CURVE key not authorized, wrong
+    server key, or one side uses CURVE and the other not)."""
+
+
 class RegistryError(MultifrostError):
     """The service registry could not be read, locked or written, or the id is taken."""

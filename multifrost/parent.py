@@ -83,6 +83,7 @@ class ParentWorker:
         self._log = bind(log, worker_id=target.name, service_id=getattr(target, "service_id", None))
         self._restart_requested = False
         self._drop_due: float | None = None  # sync API: when to look into a dropped connection
+        self._moved = False  # (connect mode) the lease watch found the instance gone
         self._restarting = False
         self._exiting = False  # this process is exiting (signal, atexit): never restart the child
         self._live_key: int | None = None
@@ -123,12 +124,18 @@ class ParentWorker:
                 heartbeat_timeout: float = 3.0, heartbeat_max_misses: int = 3,
                 circuit_reset_timeout: float = 10.0, on_output: Callable[[str, str], None] | None = None,
                 client_name: str | None = None, limits: Limits | None = None,
-                metrics: bool = True) -> "ParentWorker":
-        """A running service registered as ``service_id``; ``timeout`` bounds discovery."""
+                metrics: bool = True, instance: str | None = None, curve_secret_key=None,
+                curve_server_key=None) -> "ParentWorker":
+        """A running service registered as ``service_id``; ``timeout`` bounds discovery.
+
+        ``registry``: a Registry or its name (a path, ``redis://...``); ``instance`` pins one
+        instance; ``curve_secret_key`` / ``curve_server_key``: CURVE (see targets.ConnectTarget).
+        """
         options = _Options(default_timeout, False, 5, heartbeat_interval, heartbeat_timeout,
                            heartbeat_max_misses, timeout, circuit_reset_timeout, on_output, client_name, limits,
                            metrics)
-        return cls(ConnectTarget(service_id, timeout, registry), options)
+        return cls(ConnectTarget(service_id, timeout, registry, instance=instance,
+                                 curve_secret_key=curve_secret_key, curve_server_key=curve_server_key), options)
 
     @classmethod
     def inprocess(cls, worker, transport: str = "memory", *, default_timeout: float | None = None,
@@ -273,7 +280,14 @@ class ParentWorker:
             raise
         self._supervisor = threading.Thread(target=self._supervise, name="multifrost-supervisor", daemon=True)
         self._supervisor.start()
+        if isinstance(self._target, ConnectTarget):
+            self._target.watch(self._lease_lost)
         return self
+
+    def _lease_lost(self) -> None:
+        """(lease watch thread) The service instance in use left the registry: wake the supervisor."""
+        self._moved = True
+        os.write(self._wake_w, b"m")
 
     def call_function(self, function: str, args=(), timeout: float | None = _UNSET,
                       namespace: str | None = None) -> Any:
@@ -428,6 +442,7 @@ class ParentWorker:
         self._ready.set()
 
     def _check_start(self, deadline: float) -> None:
+        self._channel.end.check()  # a refused security handshake: AuthenticationError now, not a timeout
         process = self._process
         if process is not None:
             process.read_stderr()
@@ -506,6 +521,10 @@ class ParentWorker:
                 return
             if self._wake_r in ready:
                 _read_all(self._wake_r)
+            if self._moved:
+                self._moved = False
+                if self._down is None:
+                    self._reconnect_if_moved()
             if process is not None and process is self._process:
                 if process.stderr_fd in ready:
                     process.read_stderr()
@@ -654,7 +673,15 @@ class ParentWorker:
             raise
         if self._options.heartbeat_interval > 0:
             self._spawn_task(self._aheartbeats())
+        if isinstance(self._target, ConnectTarget):
+            loop = self._loop
+            self._target.watch(lambda: loop.call_soon_threadsafe(self._alease_lost))
         return self
+
+    def _alease_lost(self) -> None:
+        """The service instance in use left the registry: move to another one."""
+        if self._down is None and not self._closing and self._channel is not None:
+            self._spawn_task(self._areconnect_if_moved(self._channel))
 
     async def acall_function(self, function: str, args=(), timeout: float | None = _UNSET,
                              namespace: str | None = None) -> Any:

@@ -11,11 +11,14 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .parent import ParentWorker
 from .proxy import STREAM_OPTIONS, CallProxy
 from .streams import AsyncStream, SyncStream
+
+if TYPE_CHECKING:
+    from .service_pool import ServicePool
 
 log = logging.getLogger("multifrost.pool")
 
@@ -42,6 +45,14 @@ class WorkerPool:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         return cls([ParentWorker.spawn(script, **spawn_options) for _ in range(workers)])
+
+    @classmethod
+    def connect(cls, service_id: str, registry: Any = None, **connect_options: Any) -> "ServicePool":
+        """Every live instance of the service ``service_id``, on any host, behind one call interface,
+        following instances that join and leave (see multifrost.service_pool). ``connect_options``
+        go to ``ParentWorker.connect`` (CURVE keys, heartbeats, ...), plus ``poll_interval``."""
+        from .service_pool import ServicePool
+        return ServicePool(service_id, registry, **connect_options)
 
     @property
     def pids(self) -> list[int | None]:

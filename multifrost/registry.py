@@ -322,6 +322,7 @@ class FileRegistry(Registry):
         return HeldLocks(self.lock_path, self.dir_lock_path, self.path, self.lock_timeout, self.stale_after)
 
 
-def default_registry() -> FileRegistry:
-    """The registry every Multifrost v4 peer shares (or ``$MULTIFROST_REGISTRY``)."""
-    return FileRegistry()
+def default_registry() -> Registry:
+    """The registry ``$MULTIFROST_REGISTRY`` names (a file path or a ``redis://`` URL), else the shared file."""
+    from .registries import open_registry
+    return open_registry()

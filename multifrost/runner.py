@@ -130,29 +130,18 @@ def _orphaned(worker) -> None:
 
 
 def _run_service(worker, main: bool) -> None:
-    from .registry import default_registry
+    from .service import ServiceConfigError, ServiceStopError, serving
 
-    end = open_child_end(f"tcp://{worker.host}:{worker.port}", bind=True)
-    registry = default_registry()
-    port = int(end.endpoint.rsplit(":", 1)[1])
     try:
-        try:
-            registry.register(worker.service_id, port)
-        except RegistryError as exc:
-            if not main:
-                raise  # the thread's caller decides
-            _say(f"service {worker.service_id!r} cannot start: {exc}")
-            raise SystemExit(1) from None
-        log.info("service %r serving on %s", worker.service_id, end.endpoint)
-        try:
+        with serving(worker) as end:
             _serve(worker, end)
-        finally:
-            try:
-                registry.unregister(worker.service_id)
-            except RegistryError as exc:  # the stop itself was clean: say so, exit 0
-                _say(f"service {worker.service_id!r} stopped but could not unregister: {exc}")
-    finally:
-        end.close(linger=FLUSH_LINGER)
+    except ServiceStopError as exc:  # the stop itself was clean: say so, exit 0
+        _say(f"service {worker.service_id!r} stopped but could not unregister: {exc}")
+    except (ServiceConfigError, RegistryError) as exc:
+        if not main:
+            raise  # the thread's caller decides
+        _say(f"service {worker.service_id!r} cannot start: {exc}")
+        raise SystemExit(1) from None
 
 
 def _say(text: str) -> None:

@@ -9,16 +9,17 @@ import sys
 import tempfile
 import threading
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from .errors import WorkerStartError
+from .errors import AuthenticationError, MultifrostError, ServiceNotFoundError, WorkerStartError
 from .process import ChildProcess
 from .runner import ENDPOINT_ENV, PORT_ENV, WORKER_MODE_ENV
-from .transports import ParentEnd, open_child_end, open_parent_end
+from .transports import Curve, ParentEnd, curve_keys, open_child_end, open_parent_end
 
 if TYPE_CHECKING:
     from .child import ChildWorker
-    from .registry import Registry
+    from .registries import RegistrySpec
+    from .registry import Registry, ServiceEntry
 
 
 class SpawnTarget:
@@ -84,42 +85,138 @@ class SpawnTarget:
             self._ipc_dir = None
 
 
-class ConnectTarget:
-    """Connect mode: find the service's port in the registry and connect to it."""
+LEASE_WATCH_INTERVAL = 0.25  # seconds between looks at a lease registry for the instance in use
 
-    def __init__(self, service_id: str, timeout: float, registry: "Registry | None") -> None:
+
+class ConnectTarget:
+    """Connect mode: find a live instance of the service in the registry and dial its host:port.
+
+    ``registry`` is a Registry or its name (see multifrost.registries); ``instance`` pins one
+    instance (a pool member). With CURVE (``curve_secret_key`` = this client's ``.key_secret``
+    file, or the service registering a public key) the server's key is ``curve_server_key``
+    when pinned, else the one in the registry entry; a client without a key file of its own
+    uses a fresh keypair (enough for a service that admits any client knowing its key).
+    """
+
+    def __init__(self, service_id: str, timeout: float, registry: "RegistrySpec" = None, *,
+                 instance: str | None = None, curve_secret_key: "str | os.PathLike[str] | None" = None,
+                 curve_server_key: "str | bytes | os.PathLike[str] | None" = None) -> None:
         self.service_id = service_id
         self.timeout = timeout
-        self._registry = registry
+        self._spec = registry
+        self._registry: "Registry | None" = None
+        self.instance = instance
+        self.curve_secret_key = curve_secret_key
+        self.curve_server_key = curve_server_key
         self.name = service_id
         self.entry = None  # the registry entry the last open() connected to
+        self._lost: tuple | None = None  # the instance last found gone: the next open() prefers another
+        self._watcher: threading.Thread | None = None
+        self._watch_stop = threading.Event()
 
     @property
     def registry(self) -> "Registry":
         if self._registry is None:
-            from .registry import default_registry
-            self._registry = default_registry()
+            from .registries import open_registry
+            self._registry = open_registry(self._spec)
         return self._registry
 
     def describe(self) -> str:
-        return f"service {self.service_id!r}"
+        where = f" instance {self.instance}" if self.instance else ""
+        return f"service {self.service_id!r}{where}"
+
+    def _find(self) -> "ServiceEntry":
+        from .registries import find_instance
+        if self.instance is None:
+            return find_instance(self.registry, self.service_id, self.timeout, avoid=self._lost)
+        return self._pinned()
+
+    def _pinned(self) -> "ServiceEntry":
+        from .registries import live_instances
+        for entry in live_instances(self.registry, self.service_id):
+            if getattr(entry, "instance", None) == self.instance:
+                return entry
+        raise ServiceNotFoundError(f"{self.describe()} is not in registry {self.registry.location}")
+
+    def _dial(self, entry: "ServiceEntry") -> ParentEnd:
+        from .registries import dial_endpoint
+        curve = self._client_curve(entry)
+        self.entry = entry
+        return open_parent_end(dial_endpoint(entry), bind=False, **({"curve": curve} if curve else {}))
+
+    def _client_curve(self, entry: "ServiceEntry") -> Curve | None:
+        keys = curve_keys() if (self.curve_secret_key or self.curve_server_key
+                                or getattr(entry, "curve_public_key", None)) else None
+        if keys is None:
+            return None
+        server_key = (keys.load_public_key(self.curve_server_key) if self.curve_server_key is not None
+                      else getattr(entry, "curve_public_key", None))
+        if server_key is None:
+            raise AuthenticationError(f"{self.describe()} registered no CURVE public key: "
+                                      f"pin it with curve_server_key= or run the service with CURVE")
+        if isinstance(server_key, str):
+            server_key = server_key.encode()
+        public, secret = (keys.load_keypair(self.curve_secret_key) if self.curve_secret_key is not None
+                          else keys.new_keypair())
+        return Curve(public, secret, server_key=server_key)
 
     def open(self) -> tuple[ParentEnd, None]:
-        self.entry = self.registry.discover(self.service_id, timeout=self.timeout)
-        return open_parent_end(f"tcp://127.0.0.1:{self.entry.port}", bind=False), None
+        return self._dial(self._find()), None
 
     async def aopen(self) -> tuple[ParentEnd, None]:
-        self.entry = await self.registry.adiscover(self.service_id, timeout=self.timeout)
-        return open_parent_end(f"tcp://127.0.0.1:{self.entry.port}", bind=False), None
+        from .registries import afind_instance
+        if self.instance is None:
+            entry = await afind_instance(self.registry, self.service_id, self.timeout, avoid=self._lost)
+        else:
+            entry = await asyncio.to_thread(self._pinned)
+        return self._dial(entry), None
+
+    def watch(self, on_lost: Callable[[], None]) -> None:
+        """With a lease registry, call ``on_lost`` (from a thread of its own) each time the instance
+        in use has left the registry, so the parent moves on within a moment of its lease expiring
+        instead of at its next missed heartbeat. Not for a pinned instance (a pool follows those)."""
+        from .registries import is_shared
+        if self.instance is not None or self._watcher is not None or not is_shared(self.registry):
+            return
+        self._watch_stop.clear()
+        self._watcher = threading.Thread(target=self._watch, args=(on_lost,), daemon=True,
+                                         name=f"multifrost-lease-watch-{self.service_id}")
+        self._watcher.start()
+
+    def _watch(self, on_lost: Callable[[], None]) -> None:
+        reported = None
+        while not self._watch_stop.wait(LEASE_WATCH_INTERVAL):
+            entry = self.entry
+            if entry is None or entry is reported:
+                continue
+            try:
+                lost = self.moved()
+            except MultifrostError:
+                continue  # the registry does not answer: the connection may well be fine
+            if lost and entry is self.entry:
+                reported = entry  # once per instance: the parent reconnects, or its heartbeats take over
+                on_lost()
 
     def moved(self) -> bool:
-        """Whether the service we connected to is gone, dead, or re-registered elsewhere."""
-        now = self.registry.lookup(self.service_id)
+        """Whether the instance we connected to is gone (its lease expired, its pid died) or moved."""
+        from .registries import instance_id, live_instances
         was = self.entry
-        return now is None or not now.alive or was is None or (now.port, now.pid) != (was.port, was.pid)
+        if was is None:
+            return True
+        if any(instance_id(e) == instance_id(was) for e in live_instances(self.registry, self.service_id)):
+            return False
+        self._lost = instance_id(was)
+        return True
 
     def close(self) -> None:
-        pass
+        if self._watcher is not None:
+            self._watch_stop.set()
+            self._watcher.join()
+            self._watcher = None
+        if self._registry is not None:
+            from .registries import close_opened
+            close_opened(self._registry, self._spec)
+            self._registry = None
 
 
 class InprocessTarget:

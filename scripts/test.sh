@@ -10,6 +10,21 @@ fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
+# The Redis registry and multi-host tests start their own redis-server (Debian's package) and
+# build hosts out of network namespaces (iproute2's ip, root only).
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = "0" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing </dev/null >/dev/null
+  elif [ "${CI:-}" = "true" ]; then
+    echo "missing:$missing; run this script as root (it installs them) or apt-get install$missing" >&2
+    exit 1
+  fi
+fi
+
 if command -v npm >/dev/null 2>&1; then
   (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
 elif [ "${CI:-}" = "true" ]; then

@@ -103,6 +103,32 @@ def no_pending_tasks(request, monkeypatch):
         assert not left, f"asyncio tasks left pending: {left}"
 
 
+def _need(available: bool, hint: str) -> None:
+    """Skip with ``hint`` when a test's server is missing; in CI that is a failure instead."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{hint} (in CI these tests must run)")
+    pytest.skip(hint)
+
+
+@pytest.fixture(scope="session")
+def redis_session():
+    """A redis-server for the whole session (daemonized, on a free loopback port, no persistence)."""
+    import redis_server
+    _need(redis_server.available(), redis_server.ENABLE_HINT)
+    server = redis_server.RedisServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def redis_url(redis_session) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_session.flush()
+    return redis_session.url
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "allow_leaks: the test checks leaks itself")
 

@@ -9,12 +9,12 @@ RANK = {
     "errors": 0,
     "_limits": 1, "_codec": 1, "_codec_fallback": 1, "codec": 1, "timeouts": 1,
     "protocol": 2, "extensions": 2, "current_call": 2, "tracing": 2,
-    "transports": 3, "registry": 3, "registry_lock": 3, "process": 3, "metrics": 3, "circuit": 3, "logs": 3,
+    "transports": 3, "registry": 3, "registry_redis": 3, "registries": 3, "hostaddr": 3, "registry_lock": 3, "process": 3, "metrics": 3, "circuit": 3, "logs": 3,
     "heartbeats": 3, "parent_watch": 3,
     "channel": 4, "proxy": 4, "exit_hooks": 4, "streams": 4,
     "held": 4, "child_methods": 4, "child_shutdown": 4, "child_streams": 4, "child_ext": 4,
-    "parent": 5, "targets": 5, "child": 5, "runner": 5, "pool": 5,
-    "cli": 6, "__main__": 6, "_demo_worker": 6, "__init__": 6,
+    "parent": 5, "targets": 5, "child": 5, "runner": 5, "pool": 5, "service": 5, "service_pool": 5,
+    "cli": 6, "cli_hosts": 6, "__main__": 6, "_demo_worker": 6, "__init__": 6,
 }
 
 

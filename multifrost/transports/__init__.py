@@ -21,6 +21,11 @@ Options (keyword arguments of ``open_parent_end`` / ``open_child_end``):
 - ``max_message_size`` (default 65 MiB: the 64 MiB payload limit plus 1 MiB slack): a
   larger incoming frame is refused (ZeroMQ: the connection carrying it is dropped;
   memory: the payload is dropped and logged; unix: the connection is dropped and logged).
+- ``curve`` (default None; tcp only): a :class:`Curve` with this end's keys. With
+  ``server_key`` set the end is a CURVE client of that server; without, a CURVE server,
+  which admits only the clients in ``authorized_keys`` (None: any client that knows its
+  public key). A connecting tcp parent end watches its handshakes: ``check()`` raises
+  AuthenticationError once the service refused one (see :mod:`.curve`).
 
 Only this package imports ``zmq``, and only when a ZeroMQ scheme is opened.
 """
@@ -31,7 +36,7 @@ from dataclasses import dataclass
 
 from .base import ChildEnd, ParentEnd
 
-__all__ = ["Endpoint", "parse_endpoint", "open_parent_end", "open_child_end", "shutdown", "ParentEnd", "ChildEnd",
+__all__ = ["Curve", "Endpoint", "parse_endpoint", "open_parent_end", "open_child_end", "shutdown", "ParentEnd", "ChildEnd",
            "DEFAULT_HWM", "DEFAULT_MAX_MESSAGE_SIZE"]
 
 DEFAULT_HWM = 1000
@@ -40,6 +45,22 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024 + 1024 * 1024
 #: Longest ipc path a Unix socket takes (``sun_path`` is 108 bytes on Linux, with the NUL).
 _MAX_IPC_PATH = 107
 _SCHEMES = ("tcp", "ipc", "inproc", "memory", "unix")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """CURVE keys of one end, Z85-encoded (40 bytes each)."""
+
+    public_key: bytes
+    secret_key: bytes
+    server_key: bytes | None = None  # set: this end is a client of the server with this public key
+    authorized_keys: frozenset[bytes] | None = None  # a server's admitted client keys (None: any)
+
+
+def curve_keys():
+    """The key-file helpers of :mod:`.curve` (imports ZeroMQ)."""
+    from . import curve
+    return curve
 
 
 @dataclass(frozen=True)
@@ -122,9 +143,12 @@ def _parse_tcp(url: str, rest: str) -> Endpoint:
 
 
 def _options(url: str, options: dict) -> dict:
-    unknown = set(options) - {"sndhwm", "rcvhwm", "max_message_size"}
+    unknown = set(options) - {"sndhwm", "rcvhwm", "max_message_size", "curve"}
     if unknown:
         raise TypeError(f"unknown transport option(s) for {url}: {', '.join(sorted(unknown))}")
+    curve = options.get("curve")
+    if curve is not None and not (isinstance(curve, Curve) and url.startswith("tcp://")):
+        raise ValueError(f"transport option curve={curve!r} for {url}: must be a Curve, on tcp only")
     resolved = {
         "sndhwm": options.get("sndhwm", DEFAULT_HWM),
         "rcvhwm": options.get("rcvhwm", DEFAULT_HWM),
@@ -133,6 +157,8 @@ def _options(url: str, options: dict) -> dict:
     for key, value in resolved.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"transport option {key}={value!r} for {url}: must be an int >= 0")
+    if curve is not None:
+        resolved["curve"] = curve
     return resolved
 
 

@@ -248,6 +248,9 @@ class ParentEnd(_End[bytes]):
     def recv_nowait(self) -> bytes | None:
         """The next payload, or None when none is ready. Malformed frames are dropped and logged."""
 
+    def check(self) -> None:
+        """Raise AuthenticationError when the peer refused this end's security handshake."""
+
     async def send(self, payload: bytes, timeout: float | None = None) -> None:
         """Send, waiting (without blocking the loop) while the high-water mark is reached."""
         await self._await_ready(lambda: True if self.send_nowait(payload) else None, timeout)

@@ -32,6 +32,8 @@ by ZeroMQ (what was in flight on that connection is lost). ZeroMQ does not enfor
 
 Dropped connections (tcp, ipc): each end watches its socket's monitor for
 ``EVENT_DISCONNECTED`` (read in ``recv_nowait``, no thread) and counts them in ``drops``.
+A connecting end also watches for failed security handshakes (``EVENT_HANDSHAKE_FAILED_*``):
+``check()`` then raises AuthenticationError; such a connection is dialled again but is not a drop.
 libzmq never reconnects a connection it dropped for a protocol error (a frame over
 ``MAXMSGSIZE`` is one), so a connecting end re-establishes its connection itself.
 
@@ -54,7 +56,7 @@ from zmq.backend import Socket as _BaseSocket
 from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import TransportClosed, TransportError
-from . import Endpoint
+from . import Curve, Endpoint
 from .base import ChildEnd, ParentEnd
 
 log = logging.getLogger("multifrost.transports")
@@ -72,6 +74,9 @@ _ZMQError = zmq.ZMQError
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 #: Events that say libzmq itself is (re)connecting: after them a connecting end need not dial.
 _DIALLING = int(zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED)
+#: A connecting end also watches its handshakes: a refused one is an AuthenticationError (see .curve).
+_NO_DETAIL = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) | _NO_DETAIL
 
 #: How long a bind waits for a listener this process closed itself to go away.
 _RELEASE_GRACE = 2.0
@@ -107,8 +112,15 @@ class _ZmqEnd:
     """Socket setup, bind/connect, fileno and close shared by both ZeroMQ ends."""
 
     def _open(self, socket_type: int, endpoint: Endpoint, bind: bool,
-              sndhwm: int, rcvhwm: int, max_message_size: int) -> None:
+              sndhwm: int, rcvhwm: int, max_message_size: int, curve: Curve | None = None) -> None:
         self._closed = False
+        self._curve = curve is not None
+        self._zap_domain: str | None = None
+        self._refused: TransportError | None = None  # why the peer refused our handshake
+        self._unexplained = 0  # handshakes that failed without detail
+        self._failed_handshake = False  # the connection being set up failed its handshake
+        self._monitor = None
+        self._redial = False  # a dropped connection that libzmq has not started to dial again
         self._send_refused = False
         self._bound = bind
         self.endpoint = str(endpoint)
@@ -122,18 +134,24 @@ class _ZmqEnd:
                 sock.setsockopt(zmq.IPV6, 1)
             if socket_type == zmq.ROUTER:
                 sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            if curve is not None:
+                from .curve import apply
+                self._zap_domain = apply(sock, curve, bind=bind)
+            if endpoint.scheme != "inproc":  # watched before connecting: a first handshake may fail at once
+                watched = _DISCONNECTED if bind else _DISCONNECTED | _DIALLING | _HANDSHAKE_FAILED
+                self._monitor = sock.get_monitor_socket(watched)
             if bind:
                 self.endpoint = _bind(sock, endpoint)
             else:
                 sock.connect(self.endpoint)
         except _ZMQError as exc:
+            self._release_zap()
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
             sock.close(linger=0)
             action = "bind" if bind else "connect"
             raise TransportError(f"cannot {action} {endpoint}: {exc}") from exc
         self._sock = sock
-        self._monitor = (sock.get_monitor_socket(_DISCONNECTED | (0 if bind else _DIALLING))
-                         if endpoint.scheme != "inproc" else None)
-        self._redial = False  # a dropped connection that libzmq has not started to dial again
         self._monitor_get = _BaseSocket.get.__get__(self._monitor) if self._monitor is not None else None
         self.drops = 0
         self._fd = sock.getsockopt(zmq.FD)
@@ -177,7 +195,8 @@ class _ZmqEnd:
     def _watch_connections(self) -> None:
         """Read the monitor: count dropped connections. After a drop libzmq dials again by itself
         (a CONNECT_DELAYED/RETRIED or CONNECTED event follows) except after a protocol error, such
-        as a frame over MAXMSGSIZE: a connecting end whose drop no such event follows dials itself."""
+        as a frame over MAXMSGSIZE or a failed handshake: a connecting end whose drop no such
+        event follows dials itself."""
         monitor = self._monitor
         if monitor is None or not self._monitor_get(_EVENTS) & _POLLIN:
             return
@@ -186,11 +205,17 @@ class _ZmqEnd:
                 event = parse_monitor_message(monitor.recv_multipart(_NOBLOCK))
             except _Again:
                 break
-            if event["event"] == _DISCONNECTED:
-                self.drops += 1
+            kind = event["event"]
+            if kind & _HANDSHAKE_FAILED:
+                self._handshake_failed(kind, event["value"])
+            elif kind == _DISCONNECTED:
+                if self._failed_handshake:  # the end of a connection that never got through its handshake
+                    self._failed_handshake = False
+                else:
+                    self.drops += 1
+                    log.warning("%s: the connection to %s was dropped", self.endpoint,
+                                event["endpoint"].decode(errors="replace"))
                 self._redial = not self._bound
-                log.warning("%s: the connection to %s was dropped", self.endpoint,
-                            event["endpoint"].decode(errors="replace"))
             else:
                 self._redial = False
         if self._redial:
@@ -200,6 +225,27 @@ class _ZmqEnd:
             except _ZMQError:  # libzmq already forgot it
                 pass
             self._sock.connect(self.endpoint)
+
+    def _handshake_failed(self, event: int, value: int) -> None:
+        """Note a failed handshake; a security refusal is kept for ``check()``."""
+        self._failed_handshake = True
+        if event == _NO_DETAIL:
+            self._unexplained += 1
+        if self._refused is None:
+            from .curve import refusal
+            self._refused = refusal(event, value, self.endpoint, curve=self._curve, unexplained=self._unexplained)
+
+    def check(self) -> None:
+        """Raise AuthenticationError once the peer refused this end's security handshake."""
+        self._watch_connections()
+        if self._refused is not None:
+            raise self._refused
+
+    def _release_zap(self) -> None:
+        if self._zap_domain is not None:
+            from .curve import release
+            release(self._zap_domain)
+            self._zap_domain = None
 
     def _drop(self, frames: list[bytes], expected: str) -> None:
         while self._get(_RCVMORE):
@@ -215,6 +261,7 @@ class _ZmqEnd:
         if self._monitor is not None:
             self._sock.disable_monitor()
             self._monitor.close(linger=0)
+        self._release_zap()
         self._sock.close(linger=int(linger * 1000))
         if self._bound:
             _released[self.endpoint] = time.monotonic() + _RELEASE_GRACE
@@ -256,9 +303,9 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
     """The parent end: a DEALER socket."""
 
     def __init__(self, endpoint: Endpoint, *, bind: bool, sndhwm: int, rcvhwm: int,
-                 max_message_size: int) -> None:
+                 max_message_size: int, curve: Curve | None = None) -> None:
         ParentEnd.__init__(self)
-        self._open(zmq.DEALER, endpoint, bind, sndhwm, rcvhwm, max_message_size)
+        self._open(zmq.DEALER, endpoint, bind, sndhwm, rcvhwm, max_message_size, curve)
 
     def send_nowait(self, payload: bytes) -> bool:
         try:
@@ -302,10 +349,10 @@ class ZmqChildEnd(_ZmqEnd, ChildEnd):
     """The child end: a ROUTER socket with ROUTER_MANDATORY."""
 
     def __init__(self, endpoint: Endpoint, *, bind: bool, sndhwm: int, rcvhwm: int,
-                 max_message_size: int) -> None:
+                 max_message_size: int, curve: Curve | None = None) -> None:
         ChildEnd.__init__(self)
         self._peers: set[bytes] = set()
-        self._open(zmq.ROUTER, endpoint, bind, sndhwm, rcvhwm, max_message_size)
+        self._open(zmq.ROUTER, endpoint, bind, sndhwm, rcvhwm, max_message_size, curve)
 
     def send_nowait(self, peer: bytes, payload: bytes) -> bool:
         send = self._send
