@@ -213,8 +213,9 @@ class _ZmqEnd:
                     self._failed_handshake = False
                 else:
                     self.drops += 1
-                    log.warning("%s: the connection to %s was dropped", self.endpoint,
-                                event["endpoint"].decode(errors="replace"))
+                    # A client leaving a bound end is ordinary; a connecting end losing its peer is news.
+                    log.log(logging.DEBUG if self._bound else logging.WARNING, "%s: the connection to %s was dropped",
+                            self.endpoint, event["endpoint"].decode(errors="replace"))
                 self._redial = not self._bound
             else:
                 self._redial = False
