@@ -1,7 +1,11 @@
 """A raw pyzmq child (no multifrost) that answers bounce(garbage, value) with each garbage message
 of ``garbage`` (a list of frame lists, sent after the peer identity) first, then the right reply;
-and huge(n) with a result of n bytes, whatever the parent's limits (no checks here)."""
+and huge(n) with a result of n bytes, whatever the parent's limits (no checks here).
+
+``garbage_router.py SERVICE_ID``: a connect-mode service instead (binds a free port and
+registers it in the JSON registry at $MULTIFROST_REGISTRY); it stops on SIGTERM."""
 import os
+import sys
 import time
 
 import msgpack
@@ -12,7 +16,13 @@ APP = "comlink_ipc_v4"
 ctx = zmq.Context()
 sock = ctx.socket(zmq.ROUTER)
 sock.setsockopt(zmq.LINGER, 0)
-sock.connect(f"tcp://127.0.0.1:{os.environ['COMLINK_ZMQ_PORT']}")
+if len(sys.argv) > 1:
+    from multifrost.registry import FileRegistry  # only to be found: nothing else of multifrost runs here
+
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    FileRegistry(os.environ["MULTIFROST_REGISTRY"]).register(sys.argv[1], port)
+else:
+    sock.connect(f"tcp://127.0.0.1:{os.environ['COMLINK_ZMQ_PORT']}")
 while True:
     frames = sock.recv_multipart()
     peer, message = frames[0], msgpack.unpackb(frames[-1], timestamp=3)
