@@ -127,3 +127,8 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """``wait_until`` with the timeout first, as the multi-host tests write it."""
+    return wait_until(predicate, what, timeout)

@@ -2,47 +2,16 @@
 cancelled in the worker, a plain method sees it through ``multifrost.current_call()``, late replies
 are dropped, and a call whose deadline passed (or that was cancelled) while it queued never runs."""
 import asyncio
-import os
 import time
-import uuid
 
 import pytest
 
 from helpers import AsyncClient
+from stream_workers import LIVENESS, SCRIPT, async_client, poll, sync_worker, tag  # noqa: F401 (fixtures)
 from multifrost import CallTimeoutError, ParentWorker, current_call, extensions, protocol
 from multifrost.codec import pack_message
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(HERE, "workers", "stream_worker.py")
-LIVENESS = 10.0
 REACHED = 0.25  # seconds: generous test bound for "the worker sees the cancel within 10 ms" (bench measures it)
-
-
-def tag() -> str:
-    return uuid.uuid4().hex
-
-
-def poll(probe, condition, timeout=LIVENESS):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if condition(value) or time.monotonic() >= deadline:
-            return value
-        time.sleep(0.005)
-
-
-@pytest.fixture(scope="module")
-def sync_worker():
-    with ParentWorker.spawn(SCRIPT, default_timeout=LIVENESS) as worker:
-        yield worker
-
-
-@pytest.fixture(scope="module")
-def async_client():
-    client = AsyncClient(ParentWorker.spawn(SCRIPT, default_timeout=LIVENESS))
-    client.start()
-    yield client
-    client.close()
 
 
 def astatus(client, name):

@@ -9,7 +9,7 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from helpers import CLIENTS
+from helpers import CLIENTS, wait_for
 from multifrost import AuthenticationError, MultifrostError, ParentWorker
 from multifrost.cli import main as cli_main
 from multifrost.registry import FileRegistry
@@ -18,12 +18,6 @@ from multifrost.transports import Curve
 
 SERVICE = os.path.join(os.path.dirname(__file__), "workers", "remote_service.py")
 
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from helpers import CLIENTS
+from helpers import CLIENTS, wait_for
 from multifrost import ParentWorker, RegistryError, WorkerCrashedError
 from multifrost.cli import main as cli_main
 from multifrost.registries import dial_endpoint, live_instances, open_registry
@@ -22,12 +22,6 @@ from multifrost.registry_redis import InstanceEntry, RedisRegistry  # noqa: E402
 
 SERVICE = os.path.join(os.path.dirname(__file__), "workers", "remote_service.py")
 
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from helpers import wait_for
+
 from multifrost import ServiceNotFoundError, WorkerPool
 from multifrost.registry import FileRegistry
 
@@ -18,12 +20,6 @@ from multifrost.registry_redis import RedisRegistry  # noqa: E402
 SERVICE = os.path.join(os.path.dirname(__file__), "workers", "remote_service.py")
 TTL = 1.0
 
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture

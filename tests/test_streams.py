@@ -2,47 +2,15 @@
 credit flow control, early exit that reaches the generator, errors after items, and ``call`` collecting."""
 import asyncio
 import gc
-import os
 import time
-import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from helpers import AsyncClient
+from stream_workers import LIVENESS, SCRIPT, async_client, poll, sync_worker, tag  # noqa: F401 (fixtures)
 from multifrost import CallTimeoutError, ParentWorker, RemoteCallError, WorkerCrashedError
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(HERE, "workers", "stream_worker.py")
-LIVENESS = 10.0  # seconds: generous bound for what should happen at once
 STOPPED = 0.25  # seconds: generous test bound for "the generator stops within 50 ms" (bench/streams.py measures it)
-
-
-def tag() -> str:
-    return uuid.uuid4().hex
-
-
-def wait_for(probe, condition, timeout=LIVENESS):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if condition(value) or time.monotonic() >= deadline:
-            return value
-        time.sleep(0.005)
-
-
-@pytest.fixture(scope="module")
-def sync_worker():
-    with ParentWorker.spawn(SCRIPT, default_timeout=LIVENESS) as worker:
-        yield worker
-
-
-@pytest.fixture(scope="module")
-def async_client():
-    client = AsyncClient(ParentWorker.spawn(SCRIPT, default_timeout=LIVENESS))
-    client.start()
-    yield client
-    client.close()
 
 
 async def collect(worker, function, *args, **options):
@@ -120,7 +88,7 @@ def test_the_worker_runs_at_most_a_window_ahead(sync_worker, window, extra):
         produced = sync_worker.call.status(name)["produced"]
         assert produced <= consumed + window, f"ran {produced - consumed} ahead with a window of {window}"
         if consumed == 1:  # and it does run ahead, up to the window, while the consumer waits
-            ahead = wait_for(lambda: sync_worker.call.status(name)["produced"], lambda p: p >= min(n, window))
+            ahead = poll(lambda: sync_worker.call.status(name)["produced"], lambda p: p >= min(n, window))
             assert ahead >= min(n, window)
     assert consumed == n
 
@@ -143,7 +111,7 @@ def test_window_async(async_client):
 def stopped_in(worker, name, left_at, method="arows"):
     """How long after ``left_at`` the generator's ``finally`` ran; it saw GeneratorExit at its yield
     (or, an async generator stopped at an await, CancelledError there)."""
-    status = wait_for(lambda: worker.call.status(name), lambda s: "finally_at" in s)
+    status = poll(lambda: worker.call.status(name), lambda s: "finally_at" in s)
     assert status.get("exit") in (("GeneratorExit",) if method == "rows" else ("GeneratorExit", "CancelledError")), status
     return status["finally_at"] - left_at
 
@@ -238,7 +206,7 @@ def test_early_exit_at_any_point(sync_worker, window, leave_at, n):
             break
         got.append(item)
     assert got == list(range(min(n, leave_at)))
-    status = wait_for(lambda: sync_worker.call.status(name), lambda s: "finally_at" in s)
+    status = poll(lambda: sync_worker.call.status(name), lambda s: "finally_at" in s)
     assert status["produced"] <= len(got) + window + 1
     if leave_at < n:  # left before the end: closed where it waited (or it had already finished)
         assert status.get("exit") == "GeneratorExit" or status["produced"] == n
