@@ -82,7 +82,8 @@ class ParentWorker:
         self.metrics = Metrics() if options.metrics else NullMetrics()
         self._log = bind(log, worker_id=target.name, service_id=getattr(target, "service_id", None))
         self._restart_requested = False
-        self._drop_due: float | None = None  # sync API: when to look into a dropped connection
+        self._drop_due: float | None = None  # sync API: when to look into a dropped connection ...
+        self._dropped: SyncChannel | None = None  # ... and the channel whose connection it was
         self._moved = False  # (connect mode) the lease watch found the instance gone
         self._restarting = False
         self._exiting = False  # this process is exiting (signal, atexit): never restart the child
@@ -426,7 +427,7 @@ class ParentWorker:
         """Open the end (spawning or discovering), then wait until the worker echoes a heartbeat."""
         end, process = self._target.open()
         channel = SyncChannel(end, self._on_output, self._options.limits)
-        channel.on_drop = self._on_drop
+        channel.on_drop = lambda: self._on_drop(channel)
         self._channel, self._process = channel, process
         deadline = time.monotonic() + self._options.start_timeout
         while True:
@@ -532,17 +533,18 @@ class ParentWorker:
                     self._drain_last_words(channel)
                     self._on_exit(process)
             if self._drop_due is not None and time.monotonic() >= self._drop_due:
-                self._drop_due = None
-                if channel is not None:
-                    self._after_drop(channel)
+                dropped, self._drop_due, self._dropped = self._dropped, None, None
+                if dropped is not None:
+                    self._after_drop(dropped)  # nothing, if a restart replaced that channel meanwhile
             if self._restart_requested:
                 self._restart_requested = False
                 self._restart_loop(attempts=1)
             if channel is not None and channel is self._channel and self._down is None:
                 beat.tick(self, channel)
 
-    def _on_drop(self) -> None:
-        """The channel saw its connection dropped (any thread): the supervisor looks into it."""
+    def _on_drop(self, channel: SyncChannel) -> None:
+        """``channel`` saw its connection dropped (any thread): the supervisor looks into it."""
+        self._dropped = channel
         self._drop_due = time.monotonic() + self._drop_wait()
         if self._wake_w >= 0:
             os.write(self._wake_w, b"x")

@@ -3,11 +3,17 @@ import asyncio
 import asyncio.runners
 import os
 import pathlib
+import signal
 import sys
 import threading
 import time
 
 import pytest
+
+# A suite started in the background of a non-interactive shell inherits SIGINT ignored, and so
+# would every process it starts: the Ctrl-C tests need SIGINT to reach their processes.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
