@@ -122,13 +122,24 @@ def _exiting_children() -> list[ChildProcess]:
 def _forget_after_fork() -> None:
     """In the child of a fork(): the live workers belong to the parent process. Mark each as
     unusable here and forget them all, so that nothing here ever stops the parent's children."""
-    global _lock
+    global _lock, _signals_installed
     _lock = threading.Lock()  # another thread may have held it at the fork
     for ref in list(_live.values()):
         worker = ref()
         if worker is not None:
             worker._forked()
     _live.clear()
+    # Our handlers go too: a Python-level handler runs only when the main thread gets back to the
+    # interpreter, so a forked process blocked in C (a pool worker waiting on its queue) would not
+    # die of the SIGTERM that Pool.terminate() sends it.
+    for signum, previous in list(_previous_handlers.items()):
+        try:
+            if signal.getsignal(signum) is _on_exit_signal:
+                signal.signal(signum, previous)
+        except (ValueError, OSError, TypeError):
+            continue
+    _previous_handlers.clear()
+    _signals_installed = False
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

@@ -595,7 +595,7 @@ class ParentWorker:
             moved = False
         if not moved:
             if self._channel is not None and self._down is None:
-                self._ready.set()  # still registered there: calls go on to it
+                self._release_calls()  # still registered there: calls go on to it
             return
         error = WorkerCrashedError(f"{self._target.describe()} went away; calls in flight failed, reconnecting")
         self._log.warning("%s", error)
@@ -885,7 +885,7 @@ class ParentWorker:
             return
         if not moved:
             if self._down is None:
-                self._aready.set()  # still registered there: calls go on to it
+                self._release_calls()  # still registered there: calls go on to it
             return
         error = WorkerCrashedError(f"{self._target.describe()} went away; calls in flight failed, reconnecting")
         self._log.warning("%s", error)
@@ -965,8 +965,35 @@ class ParentWorker:
             channel.drain()
         except MultifrostError:  # closed meanwhile
             return
-        channel.fail_all(TransportError(f"the connection to {self._target.describe()} was dropped (it went away, "
-                                        f"or a message over its limits cut it); calls in flight failed"))
+        # A spawned child still running lost only its connection; a service's client cannot tell a
+        # cut connection from the service going away, and fails its calls as it always has for that.
+        if process is None:  # connect mode: new calls wait for the service to answer a probe, or to be found elsewhere
+            self._hold_calls()  # before the calls in flight fail: their callers may call again at once
+        error = TransportError if process is not None else WorkerCrashedError
+        channel.fail_all(error(f"the connection to {self._target.describe()} was dropped (it went away, "
+                               f"or a message over its limits cut it); calls in flight failed"))
+        if process is None:
+            if self._mode == "sync":  # not in the supervisor: it must stay free for the move
+                threading.Thread(target=self._probe, args=(channel,), name="multifrost-probe", daemon=True).start()
+            else:
+                self._spawn_task(self._aprobe(channel))
+
+    def _probe(self, channel: SyncChannel) -> None:
+        """One heartbeat on ``channel`` (a thread of its own): its echo releases held calls."""
+        message = protocol.heartbeat()
+        try:
+            self._heartbeat_rtt(channel.request(message["id"], pack_message(message),
+                                                self._options.heartbeat_timeout, "probe"))
+        except MultifrostError:  # no answer: heartbeats and the registry decide what comes next
+            pass
+
+    async def _aprobe(self, channel: AsyncChannel) -> None:
+        message = protocol.heartbeat()
+        try:
+            self._heartbeat_rtt(await channel.request(message["id"], pack_message(message),
+                                                      self._options.heartbeat_timeout, "probe"))
+        except MultifrostError:
+            pass
 
     def _heartbeat_rtt(self, reply: protocol.Message, arrived: float | None = None) -> float:
         """An echo came back (at ``arrived``, default now): note the RTT; the worker is healthy."""
@@ -979,7 +1006,17 @@ class ParentWorker:
         self._healthy = True
         self._breaker.record_success()
         self.metrics.circuit_state = self._breaker.state
+        if self._down is None and not self._restarting and self._channel is not None:
+            self._release_calls()  # an answer: calls held after a drop or silence go on
         return rtt
+
+    def _hold_calls(self) -> None:
+        """Connect mode, the service may be gone: new calls wait (within their timeouts) for a
+        heartbeat echo, or for the move to another instance, instead of being sent into the void."""
+        (self._ready if self._mode == "sync" else self._aready).clear()
+
+    def _release_calls(self) -> None:
+        (self._ready if self._mode == "sync" else self._aready).set()
 
     def _heartbeat_expired(self, msg_id: str) -> None:
         if self._beats.expired(msg_id):
@@ -987,7 +1024,7 @@ class ParentWorker:
                               self._beats.unanswered)
             if isinstance(self._target, ConnectTarget):
                 # New calls wait for the registry's verdict instead of going to a service that may be gone.
-                (self._ready if self._mode == "sync" else self._aready).clear()
+                self._hold_calls()
             self._healthy = False
             self._breaker.record_failure()
             self.metrics.circuit_state = self._breaker.state

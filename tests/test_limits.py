@@ -14,7 +14,8 @@ import pytest
 from helpers import CLIENTS
 import msgpack
 
-from multifrost import ParentWorker, PayloadError, ProtocolError, RemoteCallError, TransportError, protocol
+from multifrost import (ParentWorker, PayloadError, ProtocolError, RemoteCallError, TransportError,
+                        WorkerCrashedError, protocol)
 from multifrost.codec import Limits, pack_message
 from test_hostile import GARBAGE_ROUTER, RawParent, _serving
 
@@ -146,15 +147,16 @@ def test_a_connection_cut_by_an_oversize_reply_fails_the_call_at_once_and_comes_
 @pytest.mark.parametrize("api", ["sync", "async"])
 def test_a_connect_mode_parent_whose_connection_an_oversize_reply_cut_dials_again(api, registry_path):
     """A foreign service answers with a frame over 65 MiB: ZeroMQ cuts the parent's connection
-    and would never dial it again; the parent does, its call fails at once with TransportError,
-    and the next calls are answered."""
+    and would never dial it again; the parent does, its call fails at once (WorkerCrashedError,
+    as for a service that went away: a client cannot tell the two apart), and the next calls are
+    answered."""
     service = subprocess.Popen([sys.executable, GARBAGE_ROUTER, "foreign"], stdin=subprocess.DEVNULL)
     try:
         client = CLIENTS[api](ParentWorker.connect("foreign", timeout=30, heartbeat_interval=0))
         client.start()
         try:
             assert client.call("bounce", [], 1, timeout=30.0) == 1
-            with pytest.raises(TransportError, match="dropped"):
+            with pytest.raises(WorkerCrashedError, match="dropped"):
                 client.call("huge", 66 * MiB)  # no timeout at all: it must fail by itself
             assert client.call("bounce", [], 2, timeout=30.0) == 2
             assert client.call("huge", MiB, timeout=30.0) == b"\0" * MiB

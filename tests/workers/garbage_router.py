@@ -16,7 +16,7 @@ APP = "comlink_ipc_v4"
 ctx = zmq.Context()
 sock = ctx.socket(zmq.ROUTER)
 sock.setsockopt(zmq.LINGER, 0)
-if len(sys.argv) > 1:
+if len(sys.argv) > 1 and sys.argv[1] != "--worker":  # spawned by a Python parent: ["--worker"]
     from multifrost.registry import FileRegistry  # only to be found: nothing else of multifrost runs here
 
     port = sock.bind_to_random_port("tcp://127.0.0.1")
