@@ -22,7 +22,7 @@ from .codec import Limits, unpack_message
 from .errors import CallTimeoutError, MultifrostError, ProtocolError, TransportClosed
 from .transports import ParentEnd
 
-log = logging.getLogger("multifrost.parent")
+log = logging.getLogger(__name__)
 
 OutputHandler = Callable[[protocol.Message], None]
 

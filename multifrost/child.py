@@ -31,7 +31,7 @@ from .extensions import announce
 from .held import DEFAULT_BUDGET, HeldReplies
 from .transports import ChildEnd
 
-log = logging.getLogger("multifrost.child")
+log = logging.getLogger(__name__)
 
 TAKEOVER = 0.01  # seconds a plain method may hold the loop before the watchdog serves the socket
 _HELD_RETRY = 0.1  # seconds: held replies are retried on every wake-up, and at least this often

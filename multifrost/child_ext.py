@@ -20,7 +20,7 @@ from .current_call import CallContext, enter, leave
 from .errors import CallTimeoutError
 from .tracing import server_span
 
-log = logging.getLogger("multifrost.child")
+log = logging.getLogger(__name__)
 
 #: ``prepare`` took the call over (a stream): the worker does nothing more with it.
 TAKEN: Any = object()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-log = logging.getLogger("multifrost.child")
+log = logging.getLogger(__name__)
 
 
 async def finish_in_flight(worker) -> None:

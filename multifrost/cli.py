@@ -30,7 +30,7 @@ from .errors import (
 )
 from .registry import FileRegistry, ServiceEntry, default_registry
 
-logger = logging.getLogger("multifrost.cli")
+log = logging.getLogger(__name__)
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -340,6 +340,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except Exception as exc:
         if verbose and not isinstance(exc, MultifrostError):
-            logger.exception("unexpected error")
+            log.exception("unexpected error")
         print(f"multifrost: {_describe(exc)}", file=sys.stderr)
         return EXIT_FAILURE

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from .process import ChildProcess, stop_processes
 
-log = logging.getLogger("multifrost.parent")
+log = logging.getLogger(__name__)
 
 STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for children stopped at exit
 

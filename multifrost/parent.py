@@ -31,7 +31,7 @@ from .targets import ConnectTarget, InprocessTarget, SpawnTarget
 from .timeouts import check_timeout
 from .transports import DEFAULT_MAX_MESSAGE_SIZE
 
-log = logging.getLogger("multifrost.parent")
+log = logging.getLogger(__name__)
 output_log = logging.getLogger("multifrost.child_output")
 
 _UNSET: Any = object()
@@ -206,8 +206,12 @@ class ParentWorker:
             raise
         return message["id"], payload, timeout, permit
 
-    def _finish(self, reply: protocol.Message, started: float, permit: str) -> Any:
-        self.metrics.call_finished(time.perf_counter() - started, "ok" if reply.type == protocol.RESPONSE else "error")
+    def _finish(self, reply: protocol.Message, started: float, permit: str, function: str = "") -> Any:
+        elapsed = time.perf_counter() - started
+        outcome = "ok" if reply.type == protocol.RESPONSE else "error"
+        self.metrics.call_finished(elapsed, outcome)
+        if log.isEnabledFor(logging.DEBUG):
+            self._call_record(reply.id, function, elapsed, outcome)
         if permit == "trial" or self._breaker.failures:
             self._breaker.record_success()
         if reply.type == protocol.RESPONSE:
@@ -218,14 +222,23 @@ class ParentWorker:
             raise RemoteCallError.from_wire(reply.error)
         raise RemoteCallError(f"the worker answered a call with a {reply.type} message")
 
-    def _failed(self, exc: BaseException, started: float, permit: str) -> None:
+    def _failed(self, exc: BaseException, started: float, permit: str, msg_id: str = "", function: str = "") -> None:
+        elapsed = time.perf_counter() - started
         outcome = "timeout" if isinstance(exc, CallTimeoutError) else "error"
-        self.metrics.call_finished(time.perf_counter() - started, outcome)
+        self.metrics.call_finished(elapsed, outcome)
+        if log.isEnabledFor(logging.DEBUG):
+            self._call_record(msg_id, function, elapsed, f"{outcome} ({type(exc).__name__})")
         if permit == "trial":
             if isinstance(exc, (WorkerCrashedError, WorkerStartError)):
                 self._breaker.record_failure()
             else:
                 self._breaker.end_trial()
+
+    def _call_record(self, msg_id: str, function: str, elapsed: float, outcome: str) -> None:
+        """The per-call DEBUG record, with ``request_id``, ``function`` and ``duration_ms`` in ``extra``."""
+        duration_ms = round(elapsed * 1000.0, 3)
+        self._log.debug("%s(): %s in %.3f ms", function, outcome, duration_ms,
+                        extra={"request_id": msg_id, "function": function, "duration_ms": duration_ms})
 
     def _abandoned(self, msg_id: str, exc: BaseException) -> None:
         """issue 15 hook: the caller stopped waiting (timeout, cancelled task): tell a worker that speaks 'cancel'."""
@@ -295,10 +308,10 @@ class ParentWorker:
                 channel, timeout = self._wait_ready(timeout, permit)
             reply = channel.request(msg_id, payload, timeout, self._what(function))
         except BaseException as exc:
-            self._failed(exc, started, permit)
+            self._failed(exc, started, permit, msg_id, function)
             self._abandoned(msg_id, exc)
             raise
-        return self._finish(reply, started, permit)
+        return self._finish(reply, started, permit, function)
 
     def stream_function(self, function: str, args=(), timeout: float | None = _UNSET,
                         namespace: str | None = None, window: int = extensions.DEFAULT_WINDOW) -> SyncStream:
@@ -673,10 +686,10 @@ class ParentWorker:
                 timeout = await self._await_ready(timeout, permit)
             reply = await self._channel.request(msg_id, payload, timeout, self._what(function))
         except BaseException as exc:
-            self._failed(exc, started, permit)
+            self._failed(exc, started, permit, msg_id, function)
             self._abandoned(msg_id, exc)
             raise
-        return self._finish(reply, started, permit)
+        return self._finish(reply, started, permit, function)
 
     def astream_function(self, function: str, args=(), timeout: float | None = _UNSET,
                          namespace: str | None = None, window: int = extensions.DEFAULT_WINDOW) -> AsyncStream:

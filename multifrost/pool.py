@@ -17,7 +17,7 @@ from .parent import ParentWorker
 from .proxy import STREAM_OPTIONS, CallProxy
 from .streams import AsyncStream, SyncStream
 
-log = logging.getLogger("multifrost.pool")
+log = logging.getLogger(__name__)
 
 
 class WorkerPool:

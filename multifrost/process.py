@@ -12,7 +12,8 @@ from collections import deque
 
 from .errors import WorkerStartError
 
-log = logging.getLogger("multifrost.child_output")
+log = logging.getLogger(__name__)
+output_log = logging.getLogger("multifrost.child_output")  # what a child printed, not this module's own records
 
 TAIL_LINES = 20
 _REAP_WAIT = 5.0  # seconds to wait for a SIGKILLed process to be reaped
@@ -82,7 +83,7 @@ class ChildProcess:
     def _keep(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
         self._tail.append(line)
-        log.warning("[%s stderr] %s", self.name, line)
+        output_log.warning("[%s stderr] %s", self.name, line)
 
     def note_stderr(self, text: str) -> None:
         """Add text the child sent as STDERR messages to the tail (it is logged elsewhere)."""

@@ -34,7 +34,7 @@ from typing import Any
 from .errors import RegistryError, ServiceNotFoundError
 from .registry_lock import HeldLocks, pid_alive
 
-logger = logging.getLogger("multifrost.registry")
+log = logging.getLogger(__name__)
 
 ENV_VAR = "MULTIFROST_REGISTRY"
 DEFAULT_LOCK_TIMEOUT = 10.0
@@ -217,7 +217,7 @@ class FileRegistry(Registry):
             entry = ServiceEntry(service_id, port, pid, _now_iso())
             data[service_id] = entry.to_json()
             self._write(data)
-        logger.debug("registered %r on port %d for pid %d in %s", service_id, port, pid, self.path)
+        log.debug("registered %r on port %d for pid %d in %s", service_id, port, pid, self.path)
         return entry
 
     def unregister(self, service_id: str, pid: int | None = None) -> bool:
@@ -229,7 +229,7 @@ class FileRegistry(Registry):
                 return False
             del data[service_id]
             self._write(data)
-        logger.debug("unregistered %r (pid %d) from %s", service_id, pid, self.path)
+        log.debug("unregistered %r (pid %d) from %s", service_id, pid, self.path)
         return True
 
     def lookup(self, service_id: str) -> ServiceEntry | None:
@@ -240,7 +240,7 @@ class FileRegistry(Registry):
         for service_id, value in self._read().items():
             entry = ServiceEntry.from_json(service_id, value)
             if entry is None:
-                logger.warning("ignoring malformed entry %r in %s: %r", service_id, self.path, value)
+                log.warning("ignoring malformed entry %r in %s: %r", service_id, self.path, value)
             else:
                 found[service_id] = entry
         return found
@@ -258,7 +258,7 @@ class FileRegistry(Registry):
             if dead:
                 self._write(data)
         if dead:
-            logger.info("pruned dead services %s from %s", dead, self.path)
+            log.info("pruned dead services %s from %s", dead, self.path)
         return dead
 
     # -- the file -----------------------------------------------------------------------

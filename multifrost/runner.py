@@ -20,7 +20,7 @@ from .errors import RegistryError
 from .parent_watch import ParentWatch
 from .transports import open_child_end
 
-log = logging.getLogger("multifrost.child")
+log = logging.getLogger(__name__)
 
 PORT_ENV = "COMLINK_ZMQ_PORT"
 ENDPOINT_ENV = "MULTIFROST_ENDPOINT"

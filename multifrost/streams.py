@@ -17,7 +17,7 @@ from . import extensions, protocol, tracing
 from .codec import pack_message
 from .errors import CallTimeoutError, MultifrostError
 
-log = logging.getLogger("multifrost.parent")
+log = logging.getLogger(__name__)
 
 _SEND_RETRY = 0.01  # seconds between tries while the high-water mark refuses the stream's CALL
 

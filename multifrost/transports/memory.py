@@ -33,7 +33,7 @@ from collections import deque
 from ..errors import TransportClosed, TransportError
 from .base import ChildEnd, ParentEnd, Wakeup
 
-log = logging.getLogger("multifrost.transports")
+log = logging.getLogger(__name__)
 
 _registry_lock = threading.Lock()
 _bound: dict[str, "_MemoryEnd"] = {}

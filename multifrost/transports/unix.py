@@ -45,7 +45,7 @@ from .base import ChildEnd, ParentEnd, Wakeup
 from .unix_conn import Connection
 from .unix_path import Listener
 
-log = logging.getLogger("multifrost.transports")
+log = logging.getLogger(__name__)
 
 _REDIAL_EVERY = 0.002  # seconds between redials driven by sends and receives
 _IN = select.EPOLLIN | select.EPOLLRDHUP

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import Callable
 
-log = logging.getLogger("multifrost.transports")
+log = logging.getLogger(__name__)
 
 BUFFER = 256 * 1024  # receive buffer per connection; larger frames get one of their own
 _LARGE_KEEP = 16 * 1024 * 1024  # a large-frame buffer up to this size is kept for the next one

@@ -57,7 +57,7 @@ from ..errors import TransportClosed, TransportError
 from . import Endpoint
 from .base import ChildEnd, ParentEnd
 
-log = logging.getLogger("multifrost.transports")
+log = logging.getLogger(__name__)
 
 # Plain ints, not pyzmq's enums: enum arithmetic costs microseconds on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
