@@ -15,12 +15,15 @@ import select
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import extensions, protocol
 from .codec import Limits, unpack_message
 from .errors import CallTimeoutError, MultifrostError, ProtocolError, TransportClosed
 from .transports import ParentEnd
+
+if TYPE_CHECKING:
+    from .streams import _StreamState
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ class _Channel:
         self._failure: MultifrostError | None = None
         self._drops = end.drops
         #: Called (outside the channel's lock) when the end's connection was dropped.
-        self.on_drop: Callable[[], None] | None = None
+        self.on_drop: Callable[[], object] | None = None
         # issue 15: what the worker agreed to (from its heartbeat echo), and the streams in flight.
         self.extensions = extensions.NONE
         self.streams: dict = {}  # call id -> streams._StreamState
@@ -70,7 +73,7 @@ class _Channel:
     def _fail_dropped(self, payload: bytes, exc: ProtocolError) -> None:
         """A reply was dropped: if it names a call that waits, that call fails now, not at its timeout."""
         msg_id, kind = protocol.peek(payload)
-        if self.streams and msg_id in self.streams:  # issue 15: a stream that lost a message fails
+        if self.streams and msg_id is not None and msg_id in self.streams:  # issue 15: a stream that lost a message fails
             self._end_stream(msg_id, ProtocolError(f"a message of the stream was dropped: {exc}"))
         elif kind in (protocol.RESPONSE, protocol.ERROR, protocol.HEARTBEAT):
             waiter = self._pending.pop(msg_id, None)
@@ -136,7 +139,7 @@ class _Waiter:
     def outcome(self) -> protocol.Message:
         if self.error is not None:
             raise self.error
-        return self.message
+        return self.message  # type: ignore[return-value]  # done without an error: the reply is there
 
 
 class SignallingWaiter(_Waiter):
@@ -155,11 +158,11 @@ class SignallingWaiter(_Waiter):
 
     @property
     def done(self) -> bool:
-        return _Waiter.done.__get__(self)
+        return _Waiter.done.__get__(self)  # type: ignore[misc,attr-defined]  # the slot's descriptor
 
     @done.setter
     def done(self, value: bool) -> None:
-        _Waiter.done.__set__(self, value)
+        _Waiter.done.__set__(self, value)  # type: ignore[misc,attr-defined]
         if value:
             self.arrived = time.time()
             try:
@@ -233,7 +236,7 @@ class SyncChannel(_Channel):
             if self._failure is None:
                 self.end.send_nowait(payload)
 
-    def add_stream(self, msg_id: str, stream) -> None:
+    def add_stream(self, msg_id: str, stream: _StreamState) -> None:
         with self._lock:
             if self._failure is not None:
                 raise self._failure
@@ -243,7 +246,7 @@ class SyncChannel(_Channel):
         with self._lock:
             self.streams.pop(msg_id, None)
 
-    def next_in(self, stream, deadline: float | None, what: str):
+    def next_in(self, stream: _StreamState, deadline: float | None, what: str) -> Any:
         """The next item of ``stream``, waiting until ``deadline``; its end raises (see _StreamState.take)."""
         while True:
             with self._lock:
@@ -497,7 +500,7 @@ class AsyncChannel(_Channel):
             raise self._failure
         return self.end.send_nowait(payload)
 
-    def add_stream(self, msg_id: str, stream) -> None:
+    def add_stream(self, msg_id: str, stream: _StreamState) -> None:
         if self._failure is not None:
             raise self._failure
         self.streams[msg_id] = stream
@@ -505,7 +508,7 @@ class AsyncChannel(_Channel):
     def drop_stream(self, msg_id: str) -> None:
         self.streams.pop(msg_id, None)
 
-    async def next_in(self, stream, timeout: float | None, what: str):
+    async def next_in(self, stream: _StreamState, timeout: float | None, what: str) -> Any:
         """The next item of ``stream``, waiting up to ``timeout``; its end raises (see _StreamState.take)."""
         if not stream.ready():
             future = stream.waiter = self._loop.create_future()

@@ -61,9 +61,10 @@ class ChildWorker:
         self._functions: dict[str, tuple[Callable, bool]] = {}
         self._io_lock = threading.RLock()
         self._end: ChildEnd | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # serve() sets these three; stop() alone may see them None (before the first serve())
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._loop_thread: int | None = None
-        self._stopping: asyncio.Event | None = None
+        self._stopping: asyncio.Event = None  # type: ignore[assignment]
         self._stop_asked = False  # stop() came before serve() had a loop
         self._serving = threading.Event()
         self._watch_stop = threading.Event()
@@ -71,7 +72,7 @@ class ChildWorker:
         self._tasks: set[asyncio.Task] = set()
         self._pool_calls: dict[Future, tuple[bytes, str]] = {}  # -> (peer, msg_id)
         self._stuck_calls = 0  # plain calls still running when serve() returned
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor = None  # type: ignore[assignment]
         self._held = HeldReplies(max_held_bytes)  # replies to peers that are not reading
         self._held_retry: asyncio.TimerHandle | None = None
         self._early_output: deque[bytes] = deque(maxlen=1000)
@@ -83,7 +84,7 @@ class ChildWorker:
 
     def list_functions(self) -> list[str]:
         """Names of the methods a parent may call: public callables defined by subclasses."""
-        names = set()
+        names: set[str] = set()
         for cls in type(self).__mro__:
             if cls is ChildWorker or cls is object:
                 continue
@@ -217,9 +218,9 @@ class ChildWorker:
                 log.debug("ignored a %s message", kind)
         except ProtocolError as exc:
             log.warning("dropped a message from peer %s: %s", peer.hex(), exc)
-            msg_id, kind = protocol.peek(payload)
-            if kind == protocol.CALL:  # whoever waits for it gets an answer, not a timeout
-                self._reply_error(peer, msg_id, f"ProtocolError: the call was dropped: {exc}")
+            dropped_id, dropped_kind = protocol.peek(payload)
+            if dropped_kind == protocol.CALL:  # whoever waits for it gets an answer, not a timeout
+                self._reply_error(peer, dropped_id, f"ProtocolError: the call was dropped: {exc}")
         except Exception as exc:  # e.g. a heartbeat whose metadata cannot be echoed
             log.warning("dropped a message from peer %s: %s: %s", peer.hex(), type(exc).__name__, exc)
 
@@ -382,8 +383,8 @@ class ChildWorker:
                 self._loop.call_soon_threadsafe(self._handle_batch, items)
 
 
-def _recv_all(end: ChildEnd) -> list:
-    items = []
+def _recv_all(end: ChildEnd) -> list[tuple[bytes, bytes]]:
+    items: list[tuple[bytes, bytes]] = []
     while True:
         item = end.recv_nowait()
         if item is None:

@@ -47,7 +47,8 @@ def track(worker: Tracked) -> int:
 
 def untrack(key: int | None) -> None:
     """The worker was closed: nothing to stop for it any more."""
-    _live.pop(key, None)
+    if key is not None:
+        _live.pop(key, None)
 
 
 def _install() -> None:

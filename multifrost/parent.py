@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Union
 
 from . import exit_hooks, extensions, protocol, tracing
 from .channel import AsyncChannel, SignallingWaiter, SyncChannel, _read_all
@@ -30,6 +30,13 @@ from .streams import AsyncStream, SyncStream
 from .targets import ConnectTarget, InprocessTarget, SpawnTarget
 from .timeouts import check_timeout
 from .transports import DEFAULT_MAX_MESSAGE_SIZE
+
+if TYPE_CHECKING:
+    from .child import ChildWorker
+    from .registry import Registry
+
+#: Where a ParentWorker's worker lives: a spawned process, a registered service, or this process.
+Target = Union[SpawnTarget, ConnectTarget, InprocessTarget]
 
 log = logging.getLogger(__name__)
 output_log = logging.getLogger("multifrost.child_output")
@@ -62,14 +69,15 @@ class _Options:
 class ParentWorker:
     """A handle on one worker. Build it with ``spawn``, ``connect`` or ``inprocess``; those do no I/O."""
 
-    def __init__(self, target, options: _Options) -> None:
+    def __init__(self, target: Target, options: _Options) -> None:
         check_timeout(options.default_timeout, "default_timeout")
         self._target = target
         self._options = options
         self._mode: str | None = None
         self._owner_pid: int | None = None  # the process that started the worker
         self._closing = False
-        self._channel: SyncChannel | AsyncChannel | None = None
+        # a SyncChannel in sync mode, an AsyncChannel in async mode; None while down or closed
+        self._channel: Any = None
         self._process: ChildProcess | None = None
         self._down: MultifrostError | None = None  # why the worker is not running, when it is not
         # Failures in a row that open the circuit: with auto_restart, a crash and then
@@ -92,8 +100,9 @@ class ParentWorker:
         self._wake_r = self._wake_w = -1
         self._state_lock = threading.Lock()
         # async API
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._aready: asyncio.Event | None = None
+        # astart() sets both; only the async API, after astart(), uses them
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._aready: asyncio.Event = None  # type: ignore[assignment]
         self._tasks: set[asyncio.Task] = set()
         self._stopping: set[asyncio.Future] = set()  # child processes being stopped by a teardown
         self.call = CallProxy(self.call_function)
@@ -118,7 +127,7 @@ class ParentWorker:
         return cls(SpawnTarget(script, executable, args, env, cwd, transport), options)
 
     @classmethod
-    def connect(cls, service_id: str, timeout: float = 5.0, *, registry=None,
+    def connect(cls, service_id: str, timeout: float = 5.0, *, registry: Registry | None = None,
                 default_timeout: float | None = None, heartbeat_interval: float = 5.0,
                 heartbeat_timeout: float = 3.0, heartbeat_max_misses: int = 3,
                 circuit_reset_timeout: float = 10.0, on_output: Callable[[str, str], None] | None = None,
@@ -131,7 +140,7 @@ class ParentWorker:
         return cls(ConnectTarget(service_id, timeout, registry), options)
 
     @classmethod
-    def inprocess(cls, worker, transport: str = "memory", *, default_timeout: float | None = None,
+    def inprocess(cls, worker: ChildWorker, transport: str = "memory", *, default_timeout: float | None = None,
                   heartbeat_interval: float = 0.0, on_output: Callable[[str, str], None] | None = None,
                   limits: Limits | None = None, metrics: bool = True) -> "ParentWorker":
         """``worker`` (a ChildWorker object) served in this process: for unit tests of workers."""
@@ -177,7 +186,7 @@ class ParentWorker:
     # -- calls (shared) --------------------------------------------------------------------
 
     def _prepare(self, function: str, args, timeout, namespace, window: int | None = None,
-                 traceparent: str | None = None) -> tuple[str, bytes, float | None, str | None]:
+                 traceparent: str | None = None) -> tuple[str, bytes, float | None, str]:
         """Check the circuit and build the CALL; PayloadError here means nothing was sent."""
         if not isinstance(function, str):
             raise TypeError(f"function name must be str, not {type(function).__name__}")
@@ -234,7 +243,7 @@ class ParentWorker:
             else:
                 self._breaker.end_trial()
 
-    def _call_record(self, msg_id: str, function: str, elapsed: float, outcome: str) -> None:
+    def _call_record(self, msg_id: str | None, function: str, elapsed: float, outcome: str) -> None:
         """The per-call DEBUG record, with ``request_id``, ``function`` and ``duration_ms`` in ``extra``."""
         duration_ms = round(elapsed * 1000.0, 3)
         self._log.debug("%s(): %s in %.3f ms", function, outcome, duration_ms,
@@ -260,7 +269,7 @@ class ParentWorker:
     def _what(self, function: str) -> str:
         return f"call {function}() to {self._target.describe()}"
 
-    def _ping_channel(self, timeout: float | None) -> tuple[SyncChannel | AsyncChannel, float]:
+    def _ping_channel(self, timeout: float | None) -> tuple[Any, float]:
         """The channel a ping goes out on and its timeout (default ``heartbeat_timeout``);
         TransportClosed after close(), the crash (WorkerCrashedError) while the worker is down."""
         timeout = check_timeout(timeout)
@@ -288,7 +297,7 @@ class ParentWorker:
         self._supervisor.start()
         return self
 
-    def call_function(self, function: str, args=(), timeout: float | None = _UNSET,
+    def call_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
                       namespace: str | None = None) -> Any:
         """Call ``function(*args)`` in the worker and return its result (sync API)."""
         if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span; _prepare sends its traceparent
@@ -313,7 +322,7 @@ class ParentWorker:
             raise
         return self._finish(reply, started, permit, function)
 
-    def stream_function(self, function: str, args=(), timeout: float | None = _UNSET,
+    def stream_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
                         namespace: str | None = None, window: int = extensions.DEFAULT_WINDOW) -> SyncStream:
         """Iterate over the items of generator method ``function(*args)`` as the worker yields them
         (sync API); ``timeout`` bounds the wait for each item, ``window`` how far the worker runs ahead."""
@@ -580,8 +589,10 @@ class ParentWorker:
 
     def _reconnect_if_moved(self) -> None:
         """Connect mode: the service stopped answering; if it is gone or moved, find it again."""
+        target = self._target
+        assert isinstance(target, ConnectTarget)  # heartbeat loss calls this in connect mode only
         try:
-            moved = self._target.moved()
+            moved = target.moved()
         except MultifrostError as exc:
             self._log.warning("cannot read the registry: %s", exc)
             return
@@ -667,7 +678,7 @@ class ParentWorker:
             self._spawn_task(self._aheartbeats())
         return self
 
-    async def acall_function(self, function: str, args=(), timeout: float | None = _UNSET,
+    async def acall_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
                              namespace: str | None = None) -> Any:
         """Call ``function(*args)`` in the worker and return its result (async API)."""
         if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span; _prepare sends its traceparent
@@ -691,7 +702,7 @@ class ParentWorker:
             raise
         return self._finish(reply, started, permit, function)
 
-    def astream_function(self, function: str, args=(), timeout: float | None = _UNSET,
+    def astream_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
                          namespace: str | None = None, window: int = extensions.DEFAULT_WINDOW) -> AsyncStream:
         """``stream_function`` for the async API: an async iterator (and async context manager)."""
         if self._mode != "async":
@@ -858,8 +869,10 @@ class ParentWorker:
         it again (once: heartbeats of a channel already replaced, or being replaced, change nothing)."""
         if channel is not self._channel or self._restarting:
             return
+        target = self._target
+        assert isinstance(target, ConnectTarget)  # heartbeat loss calls this in connect mode only
         try:
-            moved = await asyncio.to_thread(self._target.moved)
+            moved = await asyncio.to_thread(target.moved)
         except MultifrostError as exc:
             self._log.warning("cannot read the registry: %s", exc)
             return
@@ -1001,7 +1014,7 @@ class _HeartbeatClock:
             if waiter.done:
                 del self.waiters[msg_id]
                 if waiter.error is None:
-                    worker._heartbeat_rtt(waiter.message, waiter.arrived)
+                    worker._heartbeat_rtt(waiter.outcome(), waiter.arrived)
         now = time.monotonic()
         for msg_id in self.beats.overdue(now):
             self.waiters.pop(msg_id, None)
@@ -1014,12 +1027,12 @@ class _HeartbeatClock:
         if self.beats.due(now):
             message = protocol.heartbeat()
             try:
-                waiter, _ = channel.submit(message["id"], pack_message(message),
-                                           lambda: SignallingWaiter(worker._wake_w))
+                beat, _ = channel.submit(message["id"], pack_message(message),
+                                         lambda: SignallingWaiter(worker._wake_w))
             except MultifrostError:
                 return
             self.beats.sent(message["id"], now)
-            self.waiters[message["id"]] = waiter
+            self.waiters[message["id"]] = beat  # type: ignore[assignment]  # the factory above made it
 
 
 def _stop_process(process: ChildProcess, shutdown: bool, grace: float) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections import deque
+from typing import IO
 
 from .errors import WorkerStartError
 
@@ -30,7 +31,8 @@ class ChildProcess:
                 start_new_session=True)
         except OSError as exc:
             raise WorkerStartError(f"cannot start {argv[0]!r}: {exc}") from exc
-        self._stderr = self._proc.stderr
+        assert self._proc.stderr is not None  # stderr=PIPE
+        self._stderr: IO[bytes] = self._proc.stderr
         os.set_blocking(self._stderr.fileno(), False)
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._partial = b""

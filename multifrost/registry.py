@@ -84,7 +84,7 @@ class ServiceEntry:
         if not isinstance(value, dict):
             return None
         port, pid, started = value.get("port"), value.get("pid"), value.get("started", "")
-        if not (_is_int(port) and _is_int(pid)):
+        if not (isinstance(port, int) and isinstance(pid, int)) or isinstance(port, bool) or isinstance(pid, bool):
             return None
         return cls(service_id, port, pid, started if isinstance(started, str) else str(started))
 

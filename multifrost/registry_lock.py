@@ -33,7 +33,7 @@ Taking = int  # the time (ns) a lock was being taken at, while its identity is n
 _CLOCK_SLACK_NS = 20_000_000  # file times come from a coarse clock, up to a tick behind time_ns()
 
 _mutex = threading.RLock()  # this process's takes, releases and judgements of its own locks
-_holders: dict[Path, tuple[FrameType, Identity]] = {}  # lock -> the frame of this process holding it
+_holders: dict[Path, tuple[FrameType | None, Identity]] = {}  # lock -> the frame of this process holding it
 
 
 def pid_alive(pid: int) -> bool:
@@ -211,7 +211,8 @@ def _running(frame: FrameType | None) -> bool:
     """Whether ``frame`` is on the stack of a thread of this process (still inside its ``with``)."""
     if frame is None:
         return False
-    for top in sys._current_frames().values():
+    for current in sys._current_frames().values():
+        top: FrameType | None = current
         while top is not None:
             if top is frame:
                 return True

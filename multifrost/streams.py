@@ -83,6 +83,7 @@ class _Stream:
         self._granted_at = 0  # items consumed when credit was last granted
         self._state = _StreamState()
         self._closed = False
+        self._span: Any
         self._span, traceparent = (tracing.client_span(function) if tracing.ENABLED and tracing.recording()
                                   else (None, None))
         self._id, self._payload, self._timeout, self._permit = worker._prepare(

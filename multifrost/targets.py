@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 from .errors import WorkerStartError
 from .process import ChildProcess
 from .runner import ENDPOINT_ENV, PORT_ENV, WORKER_MODE_ENV
-from .transports import ParentEnd, open_child_end, open_parent_end
+from .transports import ChildEnd, ParentEnd, open_child_end, open_parent_end
 
 if TYPE_CHECKING:
     from .child import ChildWorker
-    from .registry import Registry
+    from .registry import Registry, ServiceEntry
 
 
 class SpawnTarget:
@@ -92,7 +92,7 @@ class ConnectTarget:
         self.timeout = timeout
         self._registry = registry
         self.name = service_id
-        self.entry = None  # the registry entry the last open() connected to
+        self.entry: ServiceEntry | None = None  # the registry entry the last open() connected to
 
     @property
     def registry(self) -> "Registry":
@@ -105,12 +105,12 @@ class ConnectTarget:
         return f"service {self.service_id!r}"
 
     def open(self) -> tuple[ParentEnd, None]:
-        self.entry = self.registry.discover(self.service_id, timeout=self.timeout)
-        return open_parent_end(f"tcp://127.0.0.1:{self.entry.port}", bind=False), None
+        self.entry = entry = self.registry.discover(self.service_id, timeout=self.timeout)
+        return open_parent_end(f"tcp://127.0.0.1:{entry.port}", bind=False), None
 
     async def aopen(self) -> tuple[ParentEnd, None]:
-        self.entry = await self.registry.adiscover(self.service_id, timeout=self.timeout)
-        return open_parent_end(f"tcp://127.0.0.1:{self.entry.port}", bind=False), None
+        self.entry = entry = await self.registry.adiscover(self.service_id, timeout=self.timeout)
+        return open_parent_end(f"tcp://127.0.0.1:{entry.port}", bind=False), None
 
     def moved(self) -> bool:
         """Whether the service we connected to is gone, dead, or re-registered elsewhere."""
@@ -138,23 +138,23 @@ class InprocessTarget:
         self.transport = transport
         self.name = type(worker).__name__
         self._thread: threading.Thread | None = None
-        self._child_end = None
+        self._child_end: ChildEnd | None = None
 
     def describe(self) -> str:
         return f"in-process worker {self.name}"
 
-    def _bind(self):
+    def _bind(self) -> tuple[str, ChildEnd]:
         endpoint = f"{self.transport}://multifrost-{uuid.uuid4().hex}"
-        self._child_end = open_child_end(endpoint, bind=True)
-        return endpoint
+        self._child_end = child_end = open_child_end(endpoint, bind=True)
+        return endpoint, child_end
 
     def open(self) -> tuple[ParentEnd, None]:
-        endpoint = self._bind()
+        endpoint, child_end = self._bind()
         ready = threading.Event()
 
         def serve() -> None:
             async def main() -> None:
-                task = asyncio.ensure_future(self.worker.serve(self._child_end))
+                task = asyncio.ensure_future(self.worker.serve(child_end))
                 await asyncio.sleep(0)
                 ready.set()
                 await task

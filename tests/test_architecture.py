@@ -23,15 +23,28 @@ def module_name(path: pathlib.Path) -> str:
     return parts[0]
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:``: an import made for
+    annotations only (a helper naming the ChildWorker it serves) is no runtime dependency."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for other in node.orelse:
+                yield other
+                yield from _runtime_nodes(other)
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def internal_imports(path: pathlib.Path) -> set[str]:
-    """First-level multifrost modules that ``path`` imports."""
+    """First-level multifrost modules that ``path`` imports at run time."""
     text = path.read_text()
     found = set()
     if path.suffix == ".pyx":
         for match in re.finditer(r"^\s*(?:from|cimport)\s+\.?(\w+)", text, re.M):
             found.add(match.group(1))
         return {m for m in found if m in RANK}
-    for node in ast.walk(ast.parse(text)):
+    for node in _runtime_nodes(ast.parse(text)):
         if isinstance(node, ast.ImportFrom):
             if node.level == 0 and (node.module or "").startswith("multifrost"):
                 parts = node.module.split(".")
@@ -75,3 +88,10 @@ def test_the_table_is_documented():
     for name in RANK:
         shown = "transports/" if name == "transports" else (f"{name}.pyx" if name == "_codec" else f"{name}.py")
         assert shown in doc, f"docs/architecture.md does not mention {shown}"
+
+
+def test_imports_for_annotations_only_are_told_apart(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("from typing import TYPE_CHECKING\nfrom . import errors, codec\n"
+                      "if TYPE_CHECKING:\n    from .child import ChildWorker\nelse:\n    from .parent import ParentWorker\n")
+    assert internal_imports(sample) == {"errors", "codec", "parent"}

@@ -143,14 +143,14 @@ def _checked(url: str, bind: bool) -> Endpoint:
     return endpoint
 
 
-def open_parent_end(url: str, *, bind: bool, **options) -> ParentEnd:
+def open_parent_end(url: str, *, bind: bool, **options: int) -> ParentEnd:
     """Open the parent (DEALER) end of a transport at ``url``, binding or connecting."""
     endpoint = _checked(url, bind)
     resolved = _options(url, options)
     if endpoint.scheme == "memory":
         from .memory import MemoryParentEnd
 
-        return MemoryParentEnd(endpoint.name, bind=bind, **resolved)
+        return MemoryParentEnd(endpoint.name or "", bind=bind, **resolved)
     if endpoint.scheme == "unix":
         from .unix import UnixParentEnd
 
@@ -168,14 +168,14 @@ def shutdown() -> None:
         zeromq.shutdown()
 
 
-def open_child_end(url: str, *, bind: bool, **options) -> ChildEnd:
+def open_child_end(url: str, *, bind: bool, **options: int) -> ChildEnd:
     """Open the child (ROUTER) end of a transport at ``url``, binding or connecting."""
     endpoint = _checked(url, bind)
     resolved = _options(url, options)
     if endpoint.scheme == "memory":
         from .memory import MemoryChildEnd
 
-        return MemoryChildEnd(endpoint.name, bind=bind, **resolved)
+        return MemoryChildEnd(endpoint.name or "", bind=bind, **resolved)
     if endpoint.scheme == "unix":
         from .unix import UnixChildEnd
 

@@ -141,7 +141,7 @@ class Connection:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def write(self, payload, defer: bool = False) -> bool:
+    def write(self, payload: bytes | bytearray | memoryview, defer: bool = False) -> bool:
         """Send one frame, queueing what the kernel does not take now; False when the connection broke.
 
         ``defer``: a small frame may wait in this process until the next ``uncork`` or write, so

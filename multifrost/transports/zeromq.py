@@ -48,6 +48,7 @@ import logging
 import os
 import threading
 import time
+from typing import Callable
 
 import zmq
 from zmq.backend import Socket as _BaseSocket
@@ -105,6 +106,8 @@ def shutdown() -> None:
 
 class _ZmqEnd:
     """Socket setup, bind/connect, fileno and close shared by both ZeroMQ ends."""
+
+    _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
 
     def _open(self, socket_type: int, endpoint: Endpoint, bind: bool,
               sndhwm: int, rcvhwm: int, max_message_size: int) -> None:
@@ -179,7 +182,7 @@ class _ZmqEnd:
         (a CONNECT_DELAYED/RETRIED or CONNECTED event follows) except after a protocol error, such
         as a frame over MAXMSGSIZE: a connecting end whose drop no such event follows dials itself."""
         monitor = self._monitor
-        if monitor is None or not self._monitor_get(_EVENTS) & _POLLIN:
+        if monitor is None or not self._monitor_get(_EVENTS) & _POLLIN:  # type: ignore[misc]  # set with the monitor
             return
         while True:
             try:
@@ -226,7 +229,7 @@ def _bind(sock: zmq.Socket, endpoint: Endpoint) -> str:
     """Bind, asking ZeroMQ for a free port when the port is 0; returns the resolved endpoint."""
     url = str(endpoint)
     if endpoint.scheme == "tcp" and endpoint.port == 0:
-        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+        host = f"[{endpoint.host}]" if ":" in (endpoint.host or "") else endpoint.host
         sock.bind(f"tcp://{host}:*")
     else:
         until = _released.get(url)
