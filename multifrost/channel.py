@@ -18,9 +18,11 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import extensions, protocol
+from . import wire
 from .codec import Limits, unpack_message
 from .errors import CallTimeoutError, MultifrostError, ProtocolError, TransportClosed
 from .transports import ParentEnd
+from .wire import DEBUG, wire_debug
 
 if TYPE_CHECKING:
     from .streams import _StreamState
@@ -51,6 +53,15 @@ class _Channel:
         # issue 15: what the worker agreed to (from its heartbeat echo), and the streams in flight.
         self.extensions = extensions.NONE
         self.streams: dict = {}  # call id -> streams._StreamState
+        #: Where the wire records of this channel go: ``multifrost.wire``, bound to the worker's context.
+        self.wire: logging.Logger | logging.LoggerAdapter = wire.log
+
+    def _put(self, payload: bytes) -> bool:
+        """Offer one payload to the end (False: refused, nothing queued); a wire record when it went."""
+        sent = self.end.send_nowait(payload)
+        if sent and wire_debug(DEBUG):
+            wire.note(self.wire, "sent", payload, self.end.endpoint)
+        return sent
 
     def _check_drops(self, outputs: list) -> None:
         """After a drain: note a connection the end saw dropped, for ``on_drop``."""
@@ -64,7 +75,10 @@ class _Channel:
 
     def _decode(self, payload: bytes) -> protocol.Message | None:
         try:
-            return protocol.parse(unpack_message(payload, self._limits))
+            message = protocol.parse(unpack_message(payload, self._limits))
+            if wire_debug(DEBUG):
+                wire.note(self.wire, "received", payload, self.end.endpoint, message.raw)
+            return message
         except ProtocolError as exc:
             log.warning("dropped a message from the worker: %s", exc)
             self._fail_dropped(payload, exc)
@@ -197,7 +211,7 @@ class SyncChannel(_Channel):
             if self._failure is not None:
                 raise self._failure
             self._pending[msg_id] = waiter
-            sent = self.end.send_nowait(payload)
+            sent = self._put(payload)
             self._drain_aside_locked(outputs)
         self._hand_out(outputs)
         return waiter, sent
@@ -210,7 +224,7 @@ class SyncChannel(_Channel):
         with self._lock:
             if self._failure is not None:
                 raise self._failure
-            sent = self.end.send_nowait(payload)
+            sent = self._put(payload)
             self._drain_aside_locked(outputs)
         self._hand_out(outputs)
         return sent
@@ -234,7 +248,7 @@ class SyncChannel(_Channel):
             msg_id, payload = self._later.popleft()
             self.streams.pop(msg_id, None)
             if self._failure is None:
-                self.end.send_nowait(payload)
+                self._put(payload)
 
     def add_stream(self, msg_id: str, stream: _StreamState) -> None:
         with self._lock:
@@ -286,7 +300,7 @@ class SyncChannel(_Channel):
             with self._lock:
                 if waiter.done:
                     return
-                sent = self.end.send_nowait(payload)
+                sent = self._put(payload)
                 self._drain_aside_locked(outputs)
             self._hand_out(outputs)
             if sent:
@@ -483,7 +497,7 @@ class AsyncChannel(_Channel):
         try:
             if timeout is not None:
                 timer = self._loop.call_later(timeout, _expire, future, what)
-            if not self.end.send_nowait(payload):
+            if not self._put(payload):
                 await self._send_when_ready(future, payload)
             self.drain()
             return await future
@@ -498,7 +512,7 @@ class AsyncChannel(_Channel):
         """Send a message that expects no reply (CANCEL, CREDIT, a stream's CALL); False when refused."""
         if self._failure is not None:
             raise self._failure
-        return self.end.send_nowait(payload)
+        return self._put(payload)
 
     def add_stream(self, msg_id: str, stream: _StreamState) -> None:
         if self._failure is not None:
@@ -528,7 +542,7 @@ class AsyncChannel(_Channel):
         while not future.done():
             self.drain()  # sets _ready itself: clear it after, or this loop never sleeps
             self._ready.clear()
-            if self.end.send_nowait(payload):
+            if self._put(payload):
                 return
             waiter = self._loop.create_task(self._ready.wait())
             try:

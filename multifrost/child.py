@@ -21,7 +21,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
-from . import protocol
+from . import protocol, wire
 from .child_ext import TAKEN, WorkerExtensions
 from .child_shutdown import abandon_in_flight, finish_in_flight
 from .child_methods import Gone, error_payload, resolve, result_payload
@@ -29,7 +29,9 @@ from .codec import Limits, pack_message, unpack_message
 from .errors import ProtocolError
 from .extensions import announce
 from .held import DEFAULT_BUDGET, HeldReplies
+from .logs import bind
 from .transports import ChildEnd
+from .wire import DEBUG, wire_debug
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ class ChildWorker:
         """Serve ``end`` on the running loop until ``stop()`` or a SHUTDOWN message."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._wire = bind(wire.log, worker_id=type(self).__name__, service_id=self.service_id, pid=os.getpid())
         self._stopping = asyncio.Event()
         if self._stop_asked:
             self._stopping.set()
@@ -161,7 +164,7 @@ class ChildWorker:
                     return
                 continue
             with self._io_lock:
-                items = _recv_all(end)
+                items = end.recv_all()
             for peer, payload in items:
                 self._handle(peer, payload, on_loop=False)
             poller.poll(TAKEOVER * 1000)
@@ -191,7 +194,7 @@ class ChildWorker:
             early, self._early_output = list(self._early_output), deque(maxlen=1000)
             with self._io_lock:
                 for payload in early:
-                    end.send_all(payload)
+                    self._send_all(end, payload)
 
     def _handle_batch(self, items: list) -> None:
         """On the loop: messages another thread read. Only the last may run inline."""
@@ -204,6 +207,8 @@ class ChildWorker:
         whatever fails here drops that message with one log line."""
         try:
             message = protocol.parse(unpack_message(payload, self.limits))
+            if wire_debug(DEBUG):
+                wire.note(self._wire, "received", payload, peer.hex(), message.raw)
             kind = message.type
             if kind == protocol.CALL:
                 self._on_call(peer, message, on_loop, inline)
@@ -326,6 +331,8 @@ class ChildWorker:
 
     def _send(self, peer: bytes, payload: bytes) -> None:
         """Send one reply; hold it while the peer is not reading (within ``max_held_bytes``)."""
+        if wire_debug(DEBUG):
+            wire.note(self._wire, "sent", payload, peer.hex())
         def send(end: ChildEnd) -> None:
             self._held.send(end, peer, payload)
         self._with_end(send)
@@ -353,10 +360,15 @@ class ChildWorker:
 
         def send(end: ChildEnd) -> None:
             if end.peers:
-                end.send_all(payload)
+                self._send_all(end, payload)
             else:
                 self._early_output.append(payload)  # nobody to send to yet: keep it
         self._with_end(send)
+
+    def _send_all(self, end: ChildEnd, payload: bytes) -> None:
+        end.send_all(payload)
+        if wire_debug(DEBUG):
+            wire.note(self._wire, "sent", payload, "every parent")
 
     def _with_end(self, operation: Callable[[ChildEnd], Any]) -> None:
         """Run a send under the I/O lock, from any thread, and keep the edge-triggered fd honest.
@@ -371,7 +383,7 @@ class ChildWorker:
         on_loop = threading.get_ident() == self._loop_thread
         with self._io_lock:
             operation(end)
-            items = [] if on_loop else _recv_all(end)
+            items = [] if on_loop else end.recv_all()
         if on_loop:
             if not self._draining:  # a running drain reads again anyway
                 self._loop.call_soon(self._drain)
@@ -381,15 +393,6 @@ class ChildWorker:
                     self._handle(peer, payload, on_loop=False)
             else:
                 self._loop.call_soon_threadsafe(self._handle_batch, items)
-
-
-def _recv_all(end: ChildEnd) -> list[tuple[bytes, bytes]]:
-    items: list[tuple[bytes, bytes]] = []
-    while True:
-        item = end.recv_nowait()
-        if item is None:
-            return items
-        items.append(item)
 
 
 async def _await(awaitable):

@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect and call Multifrost services (registry: $MULTIFROST_REGISTRY "
         "or ~/.multifrost/services.json).",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log to stderr (-vv: debug, with every message sent and received)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("services", help="list the registered services")
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="spawn a demo worker, call it, and measure the call latency")
     p.add_argument("--calls", type=_count, default=1000, metavar="N", help="calls to time (default 1000)")
     p.set_defaults(handler=cmd_demo)
+    for command in sub.choices.values():  # -v also after the command: "multifrost call -vv ..."
+        command.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                             help="log to stderr (-vv: debug, with every message sent and received)")
     return parser
 
 

@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Union
 
-from . import exit_hooks, extensions, protocol, tracing
+from . import exit_hooks, extensions, protocol, tracing, wire
 from .channel import AsyncChannel, SignallingWaiter, SyncChannel, _read_all
 from .circuit import CLOSED, CircuitBreaker
 from .heartbeats import Heartbeats
 from .codec import Limits, pack_message
 from .errors import (CallTimeoutError, CircuitOpenError, MultifrostError, RemoteCallError,
                      TransportClosed, TransportError, WorkerCrashedError, WorkerStartError)
-from .logs import bind
+from .logs import ContextLogger, bind
 from .metrics import Metrics, NullMetrics
 from .process import ChildProcess
 from .proxy import STREAM_OPTIONS, CallProxy
@@ -243,6 +243,11 @@ class ParentWorker:
             else:
                 self._breaker.end_trial()
 
+    def _wire_log(self, process: ChildProcess | None) -> ContextLogger:
+        """``multifrost.wire`` with this worker's context, for a channel to ``process`` (None: not spawned)."""
+        return bind(wire.log, worker_id=self._target.name, service_id=getattr(self._target, "service_id", None),
+                    pid=None if process is None else process.pid)
+
     def _call_record(self, msg_id: str | None, function: str, elapsed: float, outcome: str) -> None:
         """The per-call DEBUG record, with ``request_id``, ``function`` and ``duration_ms`` in ``extra``."""
         duration_ms = round(elapsed * 1000.0, 3)
@@ -435,6 +440,7 @@ class ParentWorker:
         end, process = self._target.open()
         channel = SyncChannel(end, self._on_output, self._options.limits)
         channel.on_drop = self._on_drop
+        channel.wire = self._wire_log(process)
         self._channel, self._process = channel, process
         deadline = time.monotonic() + self._options.start_timeout
         while True:
@@ -782,6 +788,7 @@ class ParentWorker:
     async def _aestablish(self) -> None:
         end, process = await self._target.aopen()
         channel = AsyncChannel(end, self._on_output, self._options.limits)
+        channel.wire = self._wire_log(process)
         channel.on_drop = lambda: self._loop.call_later(self._drop_wait(), self._after_drop, channel)
         self._channel, self._process = channel, process
         deadline = time.monotonic() + self._options.start_timeout

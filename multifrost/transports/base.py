@@ -279,6 +279,16 @@ class ChildEnd(_End):
     def recv_nowait(self) -> "tuple[bytes, bytes] | None":
         """The next ``(peer, payload)``, or None. Malformed frames are dropped and logged."""
 
+    def recv_all(self) -> "list[tuple[bytes, bytes]]":
+        """Every ``(peer, payload)`` ready now, in order: what a reader of this edge-triggered
+        end owes after a send that may have swallowed the wake-up of a message."""
+        items: list[tuple[bytes, bytes]] = []
+        while True:
+            item = self.recv_nowait()
+            if item is None:
+                return items
+            items.append(item)
+
     @property
     @abstractmethod
     def peers(self) -> "frozenset[bytes]":
