@@ -19,6 +19,7 @@ from . import protocol
 from . import transports
 from .errors import RegistryError
 from .parent_watch import ParentWatch
+from .spawn_env import ENDPOINT_ENV, PORT_ENV
 from .transports import open_child_end
 
 if TYPE_CHECKING:
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PORT_ENV = "COMLINK_ZMQ_PORT"
-ENDPOINT_ENV = "MULTIFROST_ENDPOINT"
-WORKER_MODE_ENV = "COMLINK_WORKER_MODE"
 FLUSH_LINGER = 1.0  # seconds the last replies may take to leave when the worker stops
 
 

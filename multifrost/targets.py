@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .errors import WorkerStartError
 from .process import ChildProcess
-from .runner import ENDPOINT_ENV, PORT_ENV, WORKER_MODE_ENV
+from .spawn_env import ENDPOINT_ENV, PORT_ENV, WORKER_MODE_ENV
 from .transports import ChildEnd, ParentEnd, open_child_end, open_parent_end
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "multifrost"
 RANK = {
     "errors": 0,
     "_limits": 1, "_codec": 1, "_codec_fallback": 1, "codec": 1, "timeouts": 1,
-    "protocol": 2, "extensions": 2, "current_call": 2, "tracing": 2, "wire": 2,
+    "protocol": 2, "extensions": 2, "current_call": 2, "tracing": 2, "wire": 2, "spawn_env": 2,
     "transports": 3, "registry": 3, "registry_lock": 3, "process": 3, "metrics": 3, "circuit": 3, "logs": 3,
     "heartbeats": 3, "parent_watch": 3,
     "channel": 4, "proxy": 4, "exit_hooks": 4, "streams": 4,
@@ -16,6 +16,14 @@ RANK = {
     "parent": 5, "targets": 5, "child": 5, "runner": 5, "pool": 5,
     "cli": 6, "__main__": 6, "_demo_worker": 6, "__init__": 6,
 }
+
+
+# The two sides of a call: a parent-side module never imports a child-side one (at run time),
+# so that a reader of one side need not hold the other in their head.
+PARENT_SIDE = {"parent", "targets", "channel", "streams", "proxy", "exit_hooks", "pool", "heartbeats", "circuit",
+               "metrics", "process"}
+CHILD_SIDE = {"child", "runner", "held", "child_methods", "child_shutdown", "child_streams", "child_ext",
+              "parent_watch"}
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -95,3 +103,10 @@ def test_imports_for_annotations_only_are_told_apart(tmp_path):
     sample.write_text("from typing import TYPE_CHECKING\nfrom . import errors, codec\n"
                       "if TYPE_CHECKING:\n    from .child import ChildWorker\nelse:\n    from .parent import ParentWorker\n")
     assert internal_imports(sample) == {"errors", "codec", "parent"}
+
+
+def test_the_parent_side_never_imports_the_child_side():
+    assert set(RANK) >= PARENT_SIDE | CHILD_SIDE and not PARENT_SIDE & CHILD_SIDE
+    wrong = [f"{path.relative_to(PACKAGE)} imports {other}" for path in sources()
+             if module_name(path) in PARENT_SIDE for other in internal_imports(path) if other in CHILD_SIDE]
+    assert not wrong, "\n".join(wrong)
