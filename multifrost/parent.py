@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Union
 
 from . import exit_hooks, extensions, protocol, tracing, wire
@@ -24,6 +23,7 @@ from .errors import (CallTimeoutError, CircuitOpenError, MultifrostError, Remote
                      TransportClosed, TransportError, WorkerCrashedError, WorkerStartError)
 from .logs import ContextLogger, bind
 from .metrics import Metrics, NullMetrics
+from .options import WorkerOptions
 from .process import ChildProcess
 from .proxy import STREAM_OPTIONS, CallProxy
 from .streams import AsyncStream, SyncStream
@@ -50,27 +50,12 @@ CLOSE_GRACE = 1.0  # default seconds a child gets to exit after SHUTDOWN, and ag
 _BACKOFF_START, _BACKOFF_CAP = 0.1, 5.0
 
 
-@dataclass
-class _Options:
-    default_timeout: float | None = None
-    auto_restart: bool = False
-    max_restart_attempts: int = 5
-    heartbeat_interval: float = 5.0
-    heartbeat_timeout: float = 3.0
-    heartbeat_max_misses: int = 3
-    start_timeout: float = 10.0
-    circuit_reset_timeout: float = 10.0
-    on_output: Callable[[str, str], None] | None = None
-    client_name: str | None = None
-    limits: Limits | None = None
-    metrics: bool = True
 
 
 class ParentWorker:
     """A handle on one worker. Build it with ``spawn``, ``connect`` or ``inprocess``; those do no I/O."""
 
-    def __init__(self, target: Target, options: _Options) -> None:
-        check_timeout(options.default_timeout, "default_timeout")
+    def __init__(self, target: Target, options: WorkerOptions) -> None:
         self._target = target
         self._options = options
         self._mode: str | None = None
@@ -121,9 +106,11 @@ class ParentWorker:
               client_name: str | None = None, limits: Limits | None = None,
               metrics: bool = True) -> "ParentWorker":
         """A worker process running ``script`` (with ``executable``, default this Python)."""
-        options = _Options(default_timeout, auto_restart, max_restart_attempts, heartbeat_interval,
-                           heartbeat_timeout, heartbeat_max_misses, start_timeout, circuit_reset_timeout,
-                           on_output, client_name, limits, metrics)
+        options = WorkerOptions(default_timeout=default_timeout, auto_restart=auto_restart,
+                                max_restart_attempts=max_restart_attempts, heartbeat_interval=heartbeat_interval,
+                                heartbeat_timeout=heartbeat_timeout, heartbeat_max_misses=heartbeat_max_misses,
+                                start_timeout=start_timeout, circuit_reset_timeout=circuit_reset_timeout,
+                                on_output=on_output, client_name=client_name, limits=limits, metrics=metrics)
         return cls(SpawnTarget(script, executable, args, env, cwd, transport), options)
 
     @classmethod
@@ -134,9 +121,10 @@ class ParentWorker:
                 client_name: str | None = None, limits: Limits | None = None,
                 metrics: bool = True) -> "ParentWorker":
         """A running service registered as ``service_id``; ``timeout`` bounds discovery."""
-        options = _Options(default_timeout, False, 5, heartbeat_interval, heartbeat_timeout,
-                           heartbeat_max_misses, timeout, circuit_reset_timeout, on_output, client_name, limits,
-                           metrics)
+        options = WorkerOptions(default_timeout=default_timeout, heartbeat_interval=heartbeat_interval,
+                                heartbeat_timeout=heartbeat_timeout, heartbeat_max_misses=heartbeat_max_misses,
+                                start_timeout=timeout, circuit_reset_timeout=circuit_reset_timeout,
+                                on_output=on_output, client_name=client_name, limits=limits, metrics=metrics)
         return cls(ConnectTarget(service_id, timeout, registry), options)
 
     @classmethod
@@ -144,11 +132,16 @@ class ParentWorker:
                   heartbeat_interval: float = 0.0, on_output: Callable[[str, str], None] | None = None,
                   limits: Limits | None = None, metrics: bool = True) -> "ParentWorker":
         """``worker`` (a ChildWorker object) served in this process: for unit tests of workers."""
-        options = _Options(default_timeout=default_timeout, heartbeat_interval=heartbeat_interval,
-                           on_output=on_output, limits=limits, metrics=metrics)
+        options = WorkerOptions(default_timeout=default_timeout, heartbeat_interval=heartbeat_interval,
+                                on_output=on_output, limits=limits, metrics=metrics)
         return cls(InprocessTarget(worker, transport), options)
 
     # -- properties ------------------------------------------------------------------------
+
+    @property
+    def options(self) -> WorkerOptions:
+        """The settings this worker was made with (frozen)."""
+        return self._options
 
     @property
     def pid(self) -> int | None:

@@ -10,7 +10,7 @@ RANK = {
     "_limits": 1, "_codec": 1, "_codec_fallback": 1, "codec": 1, "timeouts": 1,
     "protocol": 2, "extensions": 2, "current_call": 2, "tracing": 2, "wire": 2, "spawn_env": 2,
     "transports": 3, "registry": 3, "registry_lock": 3, "process": 3, "metrics": 3, "circuit": 3, "logs": 3,
-    "heartbeats": 3, "parent_watch": 3,
+    "heartbeats": 3, "parent_watch": 3, "options": 3,
     "channel": 4, "proxy": 4, "exit_hooks": 4, "streams": 4,
     "held": 4, "child_methods": 4, "child_shutdown": 4, "child_streams": 4, "child_ext": 4,
     "parent": 5, "targets": 5, "child": 5, "runner": 5, "pool": 5,
@@ -20,7 +20,7 @@ RANK = {
 
 # The two sides of a call: a parent-side module never imports a child-side one (at run time),
 # so that a reader of one side need not hold the other in their head.
-PARENT_SIDE = {"parent", "targets", "channel", "streams", "proxy", "exit_hooks", "pool", "heartbeats", "circuit",
+PARENT_SIDE = {"parent", "options", "targets", "channel", "streams", "proxy", "exit_hooks", "pool", "heartbeats", "circuit",
                "metrics", "process"}
 CHILD_SIDE = {"child", "runner", "held", "child_methods", "child_shutdown", "child_streams", "child_ext",
               "parent_watch"}
