@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import exit_hooks, extensions, protocol, tracing, wire
 from .channel import AsyncChannel, SignallingWaiter, SyncChannel, _read_all
@@ -27,6 +27,7 @@ from .options import WorkerOptions
 from .process import ChildProcess
 from .proxy import STREAM_OPTIONS, CallProxy
 from .streams import AsyncStream, SyncStream
+from .target import Target
 from .targets import ConnectTarget, InprocessTarget, SpawnTarget
 from .timeouts import check_timeout
 from .transports import DEFAULT_MAX_MESSAGE_SIZE
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from .child import ChildWorker
     from .registry import Registry
 
-#: Where a ParentWorker's worker lives: a spawned process, a registered service, or this process.
-Target = Union[SpawnTarget, ConnectTarget, InprocessTarget]
 
 log = logging.getLogger(__name__)
 output_log = logging.getLogger("multifrost.child_output")
@@ -73,7 +72,7 @@ class ParentWorker:
                                  options.heartbeat_max_misses, time.monotonic())
         self._healthy = False
         self.metrics = Metrics() if options.metrics else NullMetrics()
-        self._log = bind(log, worker_id=target.name, service_id=getattr(target, "service_id", None))
+        self._log = bind(log, worker_id=target.name, service_id=target.service_id)
         self._restart_requested = False
         self._drop_due: float | None = None  # sync API: when to look into a dropped connection
         self._restarting = False
@@ -238,7 +237,7 @@ class ParentWorker:
 
     def _wire_log(self, process: ChildProcess | None) -> ContextLogger:
         """``multifrost.wire`` with this worker's context, for a channel to ``process`` (None: not spawned)."""
-        return bind(wire.log, worker_id=self._target.name, service_id=getattr(self._target, "service_id", None),
+        return bind(wire.log, worker_id=self._target.name, service_id=self._target.service_id,
                     pid=None if process is None else process.pid)
 
     def _call_record(self, msg_id: str | None, function: str, elapsed: float, outcome: str) -> None:
@@ -588,10 +587,8 @@ class ParentWorker:
 
     def _reconnect_if_moved(self) -> None:
         """Connect mode: the service stopped answering; if it is gone or moved, find it again."""
-        target = self._target
-        assert isinstance(target, ConnectTarget)  # heartbeat loss calls this in connect mode only
         try:
-            moved = target.moved()
+            moved = self._target.moved()
         except MultifrostError as exc:
             self._log.warning("cannot read the registry: %s", exc)
             return
@@ -759,10 +756,7 @@ class ParentWorker:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._ateardown(TransportClosed(f"{self._target.describe()} was closed"), shutdown=True, grace=grace)
         await asyncio.gather(*self._stopping)
-        if isinstance(self._target, InprocessTarget):
-            await self._target.aclose()
-        else:
-            self._target.close()
+        await self._target.aclose()
         if self._aready is not None:
             self._aready.clear()
         exit_hooks.untrack(self._live_key)
@@ -869,10 +863,8 @@ class ParentWorker:
         it again (once: heartbeats of a channel already replaced, or being replaced, change nothing)."""
         if channel is not self._channel or self._restarting:
             return
-        target = self._target
-        assert isinstance(target, ConnectTarget)  # heartbeat loss calls this in connect mode only
         try:
-            moved = await asyncio.to_thread(target.moved)
+            moved = await asyncio.to_thread(self._target.moved)
         except MultifrostError as exc:
             self._log.warning("cannot read the registry: %s", exc)
             return
@@ -931,7 +923,7 @@ class ParentWorker:
                                           "heartbeat")
         except CallTimeoutError:
             self._heartbeat_expired(message["id"])
-            if isinstance(self._target, ConnectTarget):
+            if self._target.relocatable:
                 await self._areconnect_if_moved(channel)
         except MultifrostError:
             return
@@ -1020,7 +1012,7 @@ class _HeartbeatClock:
             self.waiters.pop(msg_id, None)
             channel.forget(msg_id)
             worker._heartbeat_expired(msg_id)
-            if isinstance(worker._target, ConnectTarget):
+            if worker._target.relocatable:
                 worker._reconnect_if_moved()
                 if channel is not worker._channel:
                     return  # reconnected: the rest were the old connection's

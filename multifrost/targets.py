@@ -25,6 +25,8 @@ class SpawnTarget:
     """Spawn mode: bind the parent end, start the child process with the endpoint in its env."""
 
     transports = ("tcp", "ipc", "unix")
+    relocatable = False
+    service_id: str | None = None
 
     def __init__(self, script: str, executable: str | None, args: tuple, env: dict | None,
                  cwd: str | None, transport: str) -> None:
@@ -78,10 +80,16 @@ class SpawnTarget:
             self._ipc_dir = tempfile.mkdtemp(prefix="multifrost-")  # mode 0700
         return f"{self.transport}://{self._ipc_dir}/{uuid.uuid4().hex[:12]}.sock"
 
+    def moved(self) -> bool:
+        return False
+
     def close(self) -> None:
         if self._ipc_dir is not None:
             shutil.rmtree(self._ipc_dir, ignore_errors=True)
             self._ipc_dir = None
+
+    async def aclose(self) -> None:
+        self.close()
 
 
 class ConnectTarget:
@@ -118,7 +126,12 @@ class ConnectTarget:
         was = self.entry
         return now is None or not now.alive or was is None or (now.port, now.pid) != (was.port, was.pid)
 
+    relocatable = True
+
     def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
         pass
 
 
@@ -130,6 +143,8 @@ class InprocessTarget:
     """
 
     transports = ("memory", "inproc")
+    relocatable = False
+    service_id: str | None = None
 
     def __init__(self, worker: "ChildWorker", transport: str) -> None:
         if transport not in self.transports:
@@ -178,6 +193,9 @@ class InprocessTarget:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+    def moved(self) -> bool:
+        return False
 
     def _close_end(self) -> None:
         if self._child_end is not None:
