@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 #: Loaded on first use, so that a worker process (which needs only ChildWorker) does not pay
 #: for importing the parent side at start-up.
-_LAZY = {"ChildWorker": ".child", "ParentWorker": ".parent", "WorkerPool": ".pool"}
+_LAZY = {"ChildWorker": ".child", "ParentWorker": ".parent", "WorkerOptions": ".options", "WorkerPool": ".pool"}
 
 
 def __getattr__(name: str):
@@ -42,6 +42,7 @@ def __dir__() -> list:
 
 if TYPE_CHECKING:  # the names above, for type checkers and IDEs
     from .child import ChildWorker  # noqa: F401
+    from .options import WorkerOptions  # noqa: F401
     from .parent import ParentWorker  # noqa: F401
     from .pool import WorkerPool  # noqa: F401
 
@@ -49,5 +50,5 @@ __all__ = [
     "AuthenticationError", "CallContext", "CallTimeoutError", "ChildWorker", "CircuitOpenError", "MultifrostError",
     "ParentWorker", "PayloadError",
     "ProtocolError", "RegistryError", "RemoteCallError", "ServiceNotFoundError", "TransportClosed",
-    "TransportError", "WorkerCrashedError", "WorkerPool", "WorkerStartError", "current_call",
+    "TransportError", "WorkerCrashedError", "WorkerOptions", "WorkerPool", "WorkerStartError", "current_call",
 ]

@@ -11,6 +11,7 @@ import math
 import struct
 import sys
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from msgpack import ExtType
 
@@ -221,7 +222,7 @@ def _pack_str_header(out: bytearray, n: int, value: object, limits: Limits) -> N
 
 
 def _pack_key(out: bytearray, mapping: dict, key: object, convert: bool, limits: Limits) -> None:
-    text = key_string(key) if convert else key
+    text: Any = key_string(key) if convert else key
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -276,7 +277,7 @@ def _pack(obj: object, out: bytearray, depth: int, max_depth: int, limits: Limit
         _pack_str_header(out, len(data), obj, limits)
         out += data
     elif isinstance(obj, (bytes, bytearray, memoryview)):
-        data = bytes(obj) if isinstance(obj, memoryview) else obj
+        data = bytes(obj) if isinstance(obj, memoryview) else obj  # type: ignore[assignment]
         n = len(data)
         if n > limits.max_bin_len:
             raise Unsendable(obj, too_long_for("bin", n, limits))
@@ -293,8 +294,8 @@ def _pack(obj: object, out: bytearray, depth: int, max_depth: int, limits: Limit
         if depth > max_depth:
             raise Unsendable(obj, None)
         is_list = isinstance(obj, list)
-        n = list.__len__(obj) if is_list else tuple.__len__(obj)
-        item_at = list.__getitem__ if is_list else tuple.__getitem__
+        n = list.__len__(obj) if is_list else tuple.__len__(obj)  # type: ignore[arg-type]
+        item_at: Any = list.__getitem__ if is_list else tuple.__getitem__
         if n > limits.max_array_len:
             raise Unsendable(obj, too_long_for("array", n, limits))
         if n <= 0x0F:
@@ -417,7 +418,7 @@ def unpack_message(data: bytes | bytearray | memoryview, limits: Limits | None =
         raise ProtocolError("nesting too deep for the pure-Python codec") from None
     if pos != len(data):
         raise ProtocolError(f"{len(data) - pos} trailing bytes after the message at offset {pos}")
-    return value
+    return value  # type: ignore[return-value]  # a map: its first byte was checked
 
 
 def _uint(data: bytes, pos: int, size: int) -> int:

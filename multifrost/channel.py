@@ -15,14 +15,19 @@ import select
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import extensions, protocol
+from . import wire
 from .codec import Limits, unpack_message
 from .errors import CallTimeoutError, MultifrostError, ProtocolError, TransportClosed
 from .transports import ParentEnd
+from .wire import DEBUG, wire_debug
 
-log = logging.getLogger("multifrost.parent")
+if TYPE_CHECKING:
+    from .streams import _StreamState
+
+log = logging.getLogger(__name__)
 
 OutputHandler = Callable[[protocol.Message], None]
 
@@ -44,10 +49,19 @@ class _Channel:
         self._failure: MultifrostError | None = None
         self._drops = end.drops
         #: Called (outside the channel's lock) when the end's connection was dropped.
-        self.on_drop: Callable[[], None] | None = None
+        self.on_drop: Callable[[], object] | None = None
         # issue 15: what the worker agreed to (from its heartbeat echo), and the streams in flight.
         self.extensions = extensions.NONE
         self.streams: dict = {}  # call id -> streams._StreamState
+        #: Where the wire records of this channel go: ``multifrost.wire``, bound to the worker's context.
+        self.wire: logging.Logger | logging.LoggerAdapter = wire.log
+
+    def _put(self, payload: bytes) -> bool:
+        """Offer one payload to the end (False: refused, nothing queued); a wire record when it went."""
+        sent = self.end.send_nowait(payload)
+        if sent and wire_debug(DEBUG):
+            wire.note(self.wire, "sent", payload, self.end.endpoint)
+        return sent
 
     def _check_drops(self, outputs: list) -> None:
         """After a drain: note a connection the end saw dropped, for ``on_drop``."""
@@ -61,7 +75,10 @@ class _Channel:
 
     def _decode(self, payload: bytes) -> protocol.Message | None:
         try:
-            return protocol.parse(unpack_message(payload, self._limits))
+            message = protocol.parse(unpack_message(payload, self._limits))
+            if wire_debug(DEBUG):
+                wire.note(self.wire, "received", payload, self.end.endpoint, message.raw)
+            return message
         except ProtocolError as exc:
             log.warning("dropped a message from the worker: %s", exc)
             self._fail_dropped(payload, exc)
@@ -70,7 +87,7 @@ class _Channel:
     def _fail_dropped(self, payload: bytes, exc: ProtocolError) -> None:
         """A reply was dropped: if it names a call that waits, that call fails now, not at its timeout."""
         msg_id, kind = protocol.peek(payload)
-        if self.streams and msg_id in self.streams:  # issue 15: a stream that lost a message fails
+        if self.streams and msg_id is not None and msg_id in self.streams:  # issue 15: a stream that lost a message fails
             self._end_stream(msg_id, ProtocolError(f"a message of the stream was dropped: {exc}"))
         elif kind in (protocol.RESPONSE, protocol.ERROR, protocol.HEARTBEAT):
             waiter = self._pending.pop(msg_id, None)
@@ -136,7 +153,7 @@ class _Waiter:
     def outcome(self) -> protocol.Message:
         if self.error is not None:
             raise self.error
-        return self.message
+        return self.message  # type: ignore[return-value]  # done without an error: the reply is there
 
 
 class SignallingWaiter(_Waiter):
@@ -155,11 +172,11 @@ class SignallingWaiter(_Waiter):
 
     @property
     def done(self) -> bool:
-        return _Waiter.done.__get__(self)
+        return _Waiter.done.__get__(self)  # type: ignore[misc,attr-defined]  # the slot's descriptor
 
     @done.setter
     def done(self, value: bool) -> None:
-        _Waiter.done.__set__(self, value)
+        _Waiter.done.__set__(self, value)  # type: ignore[misc,attr-defined]
         if value:
             self.arrived = time.time()
             try:
@@ -194,7 +211,7 @@ class SyncChannel(_Channel):
             if self._failure is not None:
                 raise self._failure
             self._pending[msg_id] = waiter
-            sent = self.end.send_nowait(payload)
+            sent = self._put(payload)
             self._drain_aside_locked(outputs)
         self._hand_out(outputs)
         return waiter, sent
@@ -207,7 +224,7 @@ class SyncChannel(_Channel):
         with self._lock:
             if self._failure is not None:
                 raise self._failure
-            sent = self.end.send_nowait(payload)
+            sent = self._put(payload)
             self._drain_aside_locked(outputs)
         self._hand_out(outputs)
         return sent
@@ -231,9 +248,9 @@ class SyncChannel(_Channel):
             msg_id, payload = self._later.popleft()
             self.streams.pop(msg_id, None)
             if self._failure is None:
-                self.end.send_nowait(payload)
+                self._put(payload)
 
-    def add_stream(self, msg_id: str, stream) -> None:
+    def add_stream(self, msg_id: str, stream: _StreamState) -> None:
         with self._lock:
             if self._failure is not None:
                 raise self._failure
@@ -243,7 +260,7 @@ class SyncChannel(_Channel):
         with self._lock:
             self.streams.pop(msg_id, None)
 
-    def next_in(self, stream, deadline: float | None, what: str):
+    def next_in(self, stream: _StreamState, deadline: float | None, what: str) -> Any:
         """The next item of ``stream``, waiting until ``deadline``; its end raises (see _StreamState.take)."""
         while True:
             with self._lock:
@@ -283,7 +300,7 @@ class SyncChannel(_Channel):
             with self._lock:
                 if waiter.done:
                     return
-                sent = self.end.send_nowait(payload)
+                sent = self._put(payload)
                 self._drain_aside_locked(outputs)
             self._hand_out(outputs)
             if sent:
@@ -480,7 +497,7 @@ class AsyncChannel(_Channel):
         try:
             if timeout is not None:
                 timer = self._loop.call_later(timeout, _expire, future, what)
-            if not self.end.send_nowait(payload):
+            if not self._put(payload):
                 await self._send_when_ready(future, payload)
             self.drain()
             return await future
@@ -495,9 +512,9 @@ class AsyncChannel(_Channel):
         """Send a message that expects no reply (CANCEL, CREDIT, a stream's CALL); False when refused."""
         if self._failure is not None:
             raise self._failure
-        return self.end.send_nowait(payload)
+        return self._put(payload)
 
-    def add_stream(self, msg_id: str, stream) -> None:
+    def add_stream(self, msg_id: str, stream: _StreamState) -> None:
         if self._failure is not None:
             raise self._failure
         self.streams[msg_id] = stream
@@ -505,7 +522,7 @@ class AsyncChannel(_Channel):
     def drop_stream(self, msg_id: str) -> None:
         self.streams.pop(msg_id, None)
 
-    async def next_in(self, stream, timeout: float | None, what: str):
+    async def next_in(self, stream: _StreamState, timeout: float | None, what: str) -> Any:
         """The next item of ``stream``, waiting up to ``timeout``; its end raises (see _StreamState.take)."""
         if not stream.ready():
             future = stream.waiter = self._loop.create_future()
@@ -525,7 +542,7 @@ class AsyncChannel(_Channel):
         while not future.done():
             self.drain()  # sets _ready itself: clear it after, or this loop never sleeps
             self._ready.clear()
-            if self.end.send_nowait(payload):
+            if self._put(payload):
                 return
             waiter = self._loop.create_task(self._ready.wait())
             try:

@@ -21,7 +21,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
-from . import protocol
+from . import protocol, wire
 from .child_ext import TAKEN, WorkerExtensions
 from .child_shutdown import abandon_in_flight, finish_in_flight
 from .child_methods import Gone, error_payload, resolve, result_payload
@@ -29,9 +29,11 @@ from .codec import Limits, pack_message, unpack_message
 from .errors import ProtocolError
 from .extensions import announce
 from .held import DEFAULT_BUDGET, HeldReplies
+from .logs import bind
 from .transports import ChildEnd
+from .wire import DEBUG, wire_debug
 
-log = logging.getLogger("multifrost.child")
+log = logging.getLogger(__name__)
 
 TAKEOVER = 0.01  # seconds a plain method may hold the loop before the watchdog serves the socket
 _HELD_RETRY = 0.1  # seconds: held replies are retried on every wake-up, and at least this often
@@ -73,9 +75,10 @@ class ChildWorker:
         self._functions: dict[str, tuple[Callable, bool]] = {}
         self._io_lock = threading.RLock()
         self._end: ChildEnd | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # serve() sets these three; stop() alone may see them None (before the first serve())
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._loop_thread: int | None = None
-        self._stopping: asyncio.Event | None = None
+        self._stopping: asyncio.Event = None  # type: ignore[assignment]
         self._stop_asked = False  # stop() came before serve() had a loop
         self._serving = threading.Event()
         self._watch_stop = threading.Event()
@@ -83,7 +86,7 @@ class ChildWorker:
         self._tasks: set[asyncio.Task] = set()
         self._pool_calls: dict[Future, tuple[bytes, str]] = {}  # -> (peer, msg_id)
         self._stuck_calls = 0  # plain calls still running when serve() returned
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor = None  # type: ignore[assignment]
         self._held = HeldReplies(max_held_bytes)  # replies to peers that are not reading
         self._held_retry: asyncio.TimerHandle | None = None
         self._early_output: deque[bytes] = deque(maxlen=1000)
@@ -95,7 +98,7 @@ class ChildWorker:
 
     def list_functions(self) -> list[str]:
         """Names of the methods a parent may call: public callables defined by subclasses."""
-        names = set()
+        names: set[str] = set()
         for cls in type(self).__mro__:
             if cls is ChildWorker or cls is object:
                 continue
@@ -121,6 +124,7 @@ class ChildWorker:
         """Serve ``end`` on the running loop until ``stop()`` or a SHUTDOWN message."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._wire = bind(wire.log, worker_id=type(self).__name__, service_id=self.service_id, pid=os.getpid())
         self._stopping = asyncio.Event()
         if self._stop_asked:
             self._stopping.set()
@@ -172,7 +176,7 @@ class ChildWorker:
                     return
                 continue
             with self._io_lock:
-                items = _recv_all(end)
+                items = end.recv_all()
             for peer, payload in items:
                 self._handle(peer, payload, on_loop=False)
             poller.poll(TAKEOVER * 1000)
@@ -202,7 +206,7 @@ class ChildWorker:
             early, self._early_output = list(self._early_output), deque(maxlen=1000)
             with self._io_lock:
                 for payload in early:
-                    end.send_all(payload)
+                    self._send_all(end, payload)
 
     def _handle_batch(self, items: list) -> None:
         """On the loop: messages another thread read. Only the last may run inline."""
@@ -215,6 +219,8 @@ class ChildWorker:
         whatever fails here drops that message with one log line."""
         try:
             message = protocol.parse(unpack_message(payload, self.limits))
+            if wire_debug(DEBUG):
+                wire.note(self._wire, "received", payload, peer.hex(), message.raw)
             kind = message.type
             if kind == protocol.CALL:
                 self._on_call(peer, message, on_loop, inline)
@@ -229,9 +235,9 @@ class ChildWorker:
                 log.debug("ignored a %s message", kind)
         except ProtocolError as exc:
             log.warning("dropped a message from peer %s: %s", peer.hex(), exc)
-            msg_id, kind = protocol.peek(payload)
-            if kind == protocol.CALL:  # whoever waits for it gets an answer, not a timeout
-                self._reply_error(peer, msg_id, f"ProtocolError: the call was dropped: {exc}")
+            dropped_id, dropped_kind = protocol.peek(payload)
+            if dropped_kind == protocol.CALL:  # whoever waits for it gets an answer, not a timeout
+                self._reply_error(peer, dropped_id, f"ProtocolError: the call was dropped: {exc}")
         except Exception as exc:  # e.g. a heartbeat whose metadata cannot be echoed
             log.warning("dropped a message from peer %s: %s: %s", peer.hex(), type(exc).__name__, exc)
 
@@ -337,6 +343,8 @@ class ChildWorker:
 
     def _send(self, peer: bytes, payload: bytes) -> None:
         """Send one reply; hold it while the peer is not reading (within ``max_held_bytes``)."""
+        if wire_debug(DEBUG):
+            wire.note(self._wire, "sent", payload, peer.hex())
         def send(end: ChildEnd) -> None:
             self._held.send(end, peer, payload)
         self._with_end(send)
@@ -364,10 +372,15 @@ class ChildWorker:
 
         def send(end: ChildEnd) -> None:
             if end.peers:
-                end.send_all(payload)
+                self._send_all(end, payload)
             else:
                 self._early_output.append(payload)  # nobody to send to yet: keep it
         self._with_end(send)
+
+    def _send_all(self, end: ChildEnd, payload: bytes) -> None:
+        end.send_all(payload)
+        if wire_debug(DEBUG):
+            wire.note(self._wire, "sent", payload, "every parent")
 
     def _with_end(self, operation: Callable[[ChildEnd], Any]) -> None:
         """Run a send under the I/O lock, from any thread, and keep the edge-triggered fd honest.
@@ -382,7 +395,7 @@ class ChildWorker:
         on_loop = threading.get_ident() == self._loop_thread
         with self._io_lock:
             operation(end)
-            items = [] if on_loop else _recv_all(end)
+            items = [] if on_loop else end.recv_all()
         if on_loop:
             if not self._draining:  # a running drain reads again anyway
                 self._loop.call_soon(self._drain)
@@ -392,15 +405,6 @@ class ChildWorker:
                     self._handle(peer, payload, on_loop=False)
             else:
                 self._loop.call_soon_threadsafe(self._handle_batch, items)
-
-
-def _recv_all(end: ChildEnd) -> list:
-    items = []
-    while True:
-        item = end.recv_nowait()
-        if item is None:
-            return items
-        items.append(item)
 
 
 async def _await(awaitable):

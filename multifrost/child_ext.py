@@ -12,15 +12,18 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import extensions, protocol
 from .child_streams import StreamRun, collect, acollect
 from .current_call import CallContext, enter, leave
 from .errors import CallTimeoutError
+
+if TYPE_CHECKING:
+    from .child import ChildWorker
 from .tracing import server_span
 
-log = logging.getLogger("multifrost.child")
+log = logging.getLogger(__name__)
 
 #: ``prepare`` took the call over (a stream): the worker does nothing more with it.
 TAKEN: Any = object()
@@ -36,9 +39,9 @@ DEADLINE = "the call's deadline passed"
 class WorkerExtensions:
     """One worker's calls that carry extension data, keyed by (peer, call id)."""
 
-    def __init__(self, worker) -> None:
+    def __init__(self, worker: ChildWorker) -> None:
         self._worker = worker
-        self._calls: dict[tuple[bytes, str], CallContext | StreamRun] = {}
+        self._calls: dict[tuple[bytes, str | None], CallContext | StreamRun] = {}
         self._kinds: dict[Callable, str | None] = {}
         self._lock = threading.Lock()  # for the counts
         #: Calls not started because their deadline had passed / they were cancelled, and calls stopped while running.
@@ -49,14 +52,14 @@ class WorkerExtensions:
         if kind is False:
             kind = ("agen" if inspect.isasyncgenfunction(fn) else "gen" if inspect.isgeneratorfunction(fn) else None)
             self._kinds[fn] = kind
-        return kind
+        return kind  # type: ignore[return-value]  # never False here
 
     def wants(self, message: protocol.Message, fn: Callable) -> bool:
         """Whether this call needs the extension path (extension data, or a generator method)."""
         meta = message.raw.get("metadata")
         return (type(meta) is dict and extensions.CALL_KEY in meta) or self._kind(fn) is not None
 
-    def prepare(self, peer: bytes, message: protocol.Message, fn: Callable, is_async: bool, args: list):
+    def prepare(self, peer: bytes, message: protocol.Message, fn: Callable, is_async: bool, args: list) -> Any:
         """Returns ``(fn, is_async, context)`` for the worker to run, or TAKEN (streams run here)."""
         meta = message.raw.get("metadata")
         extras = meta.get(extensions.CALL_KEY) if isinstance(meta, dict) else None
@@ -73,6 +76,7 @@ class WorkerExtensions:
             stream = extras.get("stream") if isinstance(extras, dict) else None
             window = stream.get("window") if isinstance(stream, dict) else None
             if isinstance(window, int) and not isinstance(window, bool) and window >= 1:
+                assert message.id is not None  # the worker answered a CALL without an id before this
                 run = StreamRun(self._worker, peer, message.id, context, window, self)
                 self._calls[key] = run  # one dict operation: atomic, like those below
                 run.start(fn, args, kind)
@@ -103,7 +107,7 @@ class WorkerExtensions:
         for run in runs:
             run.context.cancel(reason)
 
-    def done(self, peer: bytes, call_id: str) -> None:
+    def done(self, peer: bytes, call_id: str | None) -> None:
         self._calls.pop((peer, call_id), None)
 
     # -- running with a context (called by ChildWorker on the thread or task that runs the call) ----
@@ -140,12 +144,14 @@ class WorkerExtensions:
         """Run an ``async def`` method as the current call; a cancel or its deadline cancels its task."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
+        assert task is not None  # a method's coroutine runs as a task
         timer = None
         try:
             self.check_start(context)
             context.on_cancel(lambda: _cancel_task(loop, task))
-            if context.deadline is not None:
-                timer = loop.call_at(loop.time() + context.remaining, self._deadline_passed, context)
+            remaining = context.remaining
+            if remaining is not None:
+                timer = loop.call_at(loop.time() + remaining, self._deadline_passed, context)
             enter(context)  # the task's own context: nothing to undo
             if context.traceparent is None:
                 return await fn(*args)

@@ -15,7 +15,7 @@ class Gone(Exception):
     """The function cannot be called; the message is the wire error text."""
 
 
-def resolve(worker, base: type, cache: dict, name: Any) -> tuple[Callable, bool]:
+def resolve(worker: object, base: type, cache: dict, name: Any) -> tuple[Callable, bool]:
     """The bound method for ``name`` and whether it is async, or Gone with the wire error text.
 
     Only what subclasses of ``base`` define is callable, never ``base``'s own methods.

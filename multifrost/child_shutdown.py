@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
-log = logging.getLogger("multifrost.child")
+if TYPE_CHECKING:
+    from .child import ChildWorker
+
+log = logging.getLogger(__name__)
 
 
-async def finish_in_flight(worker) -> None:
+async def finish_in_flight(worker: ChildWorker) -> None:
     """Give calls in flight up to ``shutdown_grace`` seconds to answer (new calls are refused meanwhile).
     Streams end at once: their consumers are going away with the worker."""
     worker._ext.cancel_streams("the worker is stopping")
@@ -17,7 +21,7 @@ async def finish_in_flight(worker) -> None:
         await asyncio.wait(pending, timeout=worker.shutdown_grace)
 
 
-async def abandon_in_flight(worker) -> None:
+async def abandon_in_flight(worker: ChildWorker) -> None:
     """Answer the calls still running after the grace with an error, so that no caller waits for nothing."""
     tasks = list(worker._tasks)
     for task in tasks:

@@ -13,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import extensions, protocol
 from .codec import pack_message
 from .current_call import CallContext, enter, leave
 from .tracing import server_span
 from .transports import DEFAULT_MAX_MESSAGE_SIZE
+
+if TYPE_CHECKING:
+    from .child import ChildWorker
+    from .child_ext import WorkerExtensions
 
 
 class _Stopped(Exception):
@@ -29,7 +33,8 @@ class _Stopped(Exception):
 class StreamRun:
     """One streamed call: its credit, its cancellation, and the thread or task running it."""
 
-    def __init__(self, worker, peer: bytes, call_id: str, context: CallContext | None, window: int, owner) -> None:
+    def __init__(self, worker: ChildWorker, peer: bytes, call_id: str, context: CallContext | None, window: int,
+                 owner: WorkerExtensions) -> None:
         self._worker = worker
         self._peer = peer
         self._id = call_id
@@ -38,7 +43,7 @@ class StreamRun:
         self._allowed = window  # items it may send in all, so far
         self._sent = 0
         self._cond = threading.Condition()
-        self._credit_event: asyncio.Event | None = None
+        self._credit_event: asyncio.Event  # async generators only: made on the loop by _start_task
         self._in_generator = False  # async: the task is inside the generator (not waiting for credit)
 
     def start(self, fn: Callable, args: list, kind: str) -> None:
@@ -144,7 +149,9 @@ class StreamRun:
             if not context.cancelled:
                 self._answer(self._error("Worker stopped before the stream finished"))
                 raise
-            asyncio.current_task().uncancel()
+            task = asyncio.current_task()
+            assert task is not None  # this runs as a task
+            task.uncancel()
             self._answer(self._error(f"CallCancelledError: {context.reason}"))
         except _Stopped:
             self._answer(self._error(f"CallCancelledError: {context.reason}"))

@@ -32,7 +32,7 @@ from .cli_hosts import add_curve_options, curve_options, keygen, list_instances,
 from .registries import is_shared, open_registry
 from .registry import Registry, ServiceEntry
 
-logger = logging.getLogger("multifrost.cli")
+log = logging.getLogger(__name__)
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect and call Multifrost services (registry: $MULTIFROST_REGISTRY "
         "or ~/.multifrost/services.json).",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log to stderr (-vv: debug, with every message sent and received)")
     parser.add_argument("--registry", metavar="URL_OR_PATH",
                         help="the registry: redis://host:port/db or a JSON file path (default: $MULTIFROST_REGISTRY)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -321,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="spawn a demo worker, call it, and measure the call latency")
     p.add_argument("--calls", type=_count, default=1000, metavar="N", help="calls to time (default 1000)")
     p.set_defaults(handler=cmd_demo)
+    for command in sub.choices.values():  # -v also after the command: "multifrost call -vv ..."
+        command.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                             help="log to stderr (-vv: debug, with every message sent and received)")
     return parser
 
 
@@ -361,6 +365,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except Exception as exc:
         if verbose and not isinstance(exc, MultifrostError):
-            logger.exception("unexpected error")
+            log.exception("unexpected error")
         print(f"multifrost: {_describe(exc)}", file=sys.stderr)
         return EXIT_FAILURE

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import MultifrostError
 from .registry import Registry
 
+if TYPE_CHECKING:
+    from .registry_redis import RedisRegistry
+
 Out = Callable[[str], None]
 
 
-def print_table(rows: list[tuple[str, ...]], out: Out) -> None:
+def print_table(rows: Sequence[Sequence[str]], out: Out) -> None:
     """Columns padded to their widest cell (the last one left as it is)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         out("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
 
 
-def list_instances(registry: Registry, as_json: bool, out: Out) -> int:
+def list_instances(registry: RedisRegistry, as_json: bool, out: Out) -> int:
     """Every live instance in a lease registry, one line each, with the host it runs on."""
     instances = registry.all_instances()
     if as_json:

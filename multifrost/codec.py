@@ -16,6 +16,6 @@ else:
     try:
         from ._codec import IMPLEMENTATION, pack_message, unpack_message
     except ImportError:
-        from ._codec_fallback import IMPLEMENTATION, pack_message, unpack_message
+        from ._codec_fallback import IMPLEMENTATION, pack_message, unpack_message  # type: ignore[assignment]
 
 __all__ = ["DEFAULT_LIMITS", "IMPLEMENTATION", "Limits", "pack_message", "unpack_message"]

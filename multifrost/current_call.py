@@ -25,7 +25,7 @@ class CallContext:
         self.traceparent = traceparent
         self.cancelled = False
         self.reason = ""
-        self._on_cancel: list[Callable[[], None]] = []
+        self._on_cancel: list[Callable[[], object]] = []
 
     @property
     def remaining(self) -> float | None:
@@ -46,7 +46,7 @@ class CallContext:
             callback()
         return True
 
-    def on_cancel(self, callback: Callable[[], None]) -> None:
+    def on_cancel(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` (from whatever thread cancels) when the call is cancelled; at once if it is."""
         with _LOCK:
             if not self.cancelled:

@@ -53,8 +53,10 @@ class RemoteCallError(MultifrostError):
         return cls(head, remote_type=remote_type, remote_traceback=(marker + tail).lstrip("\n"))
 
 
-class WorkerCrashedError(RemoteCallError):
+class WorkerCrashedError(MultifrostError):
     """The worker process died while the call was in flight.
+
+    Not a RemoteCallError: the remote method raised nothing, its process went away.
 
     ``exit_code`` is the exit status (negative: killed by that signal); ``stderr_tail``
     holds the last lines the child wrote to stderr.

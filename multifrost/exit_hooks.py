@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from .process import ChildProcess, stop_processes
 
-log = logging.getLogger("multifrost.parent")
+log = logging.getLogger(__name__)
 
 STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for children stopped at exit
 
@@ -47,7 +47,8 @@ def track(worker: Tracked) -> int:
 
 def untrack(key: int | None) -> None:
     """The worker was closed: nothing to stop for it any more."""
-    _live.pop(key, None)
+    if key is not None:
+        _live.pop(key, None)
 
 
 def _install() -> None:

@@ -72,7 +72,7 @@ def call_extras(agreed: Mapping[str, int], timeout: float | None, traceparent: s
     return extras
 
 
-def stream_item(call_id: str, item: Any) -> dict:
+def stream_item(call_id: str | None, item: Any) -> dict:
     """One item of the stream answering CALL ``call_id``."""
     return {"app": APP_ID, "id": call_id, "type": STREAM_ITEM, "timestamp": _time(), "item": item}
 

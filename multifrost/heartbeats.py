@@ -39,7 +39,8 @@ class Heartbeats:
 
     def echoed(self, msg_id: str | None = None) -> bool:
         """An echo arrived (of ``msg_id``, or of a ping): True when it ends a silence."""
-        self._deadlines.pop(msg_id, None)
+        if msg_id is not None:
+            self._deadlines.pop(msg_id, None)
         self.unanswered = 0
         ended, self.silent = self.silent, False
         return ended

@@ -15,7 +15,7 @@ from collections import deque
 from .errors import TransportError
 from .transports import ChildEnd
 
-log = logging.getLogger("multifrost.child")
+log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET = 32 * 1024 * 1024
 LOG_EVERY = 5.0  # seconds: at most one log line per peer in this time

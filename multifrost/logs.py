@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from typing import Any, MutableMapping
+from typing import Any, Mapping, MutableMapping
 
 # The context keys multifrost puts in ``extra`` (each only where it applies).
 CONTEXT_KEYS = ("worker_id", "service_id", "pid", "request_id", "function", "duration_ms")
@@ -31,7 +31,8 @@ class ContextLogger(logging.LoggerAdapter):
     """
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        kwargs["extra"] = {**self.extra, **kwargs["extra"]} if kwargs.get("extra") else self.extra
+        fixed: Mapping[str, object] = self.extra or {}
+        kwargs["extra"] = {**fixed, **kwargs["extra"]} if kwargs.get("extra") else fixed
         return msg, kwargs
 
 

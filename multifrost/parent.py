@@ -12,26 +12,32 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import exit_hooks, extensions, protocol, tracing
+from . import exit_hooks, extensions, protocol, tracing, wire
 from .channel import AsyncChannel, SignallingWaiter, SyncChannel, _read_all
 from .circuit import CLOSED, CircuitBreaker
 from .heartbeats import Heartbeats
 from .codec import Limits, pack_message
 from .errors import (CallTimeoutError, CircuitOpenError, MultifrostError, RemoteCallError,
                      TransportClosed, TransportError, WorkerCrashedError, WorkerStartError)
-from .logs import bind
+from .logs import ContextLogger, bind
 from .metrics import Metrics, NullMetrics
+from .options import WorkerOptions
 from .process import ChildProcess
 from .proxy import STREAM_OPTIONS, CallProxy
 from .streams import AsyncStream, SyncStream
+from .target import Target
 from .targets import ConnectTarget, InprocessTarget, SpawnTarget
 from .timeouts import check_timeout
 from .transports import DEFAULT_MAX_MESSAGE_SIZE
 
-log = logging.getLogger("multifrost.parent")
+if TYPE_CHECKING:
+    from .child import ChildWorker
+    from .registry import Registry
+
+
+log = logging.getLogger(__name__)
 output_log = logging.getLogger("multifrost.child_output")
 
 _UNSET: Any = object()
@@ -43,33 +49,19 @@ CLOSE_GRACE = 1.0  # default seconds a child gets to exit after SHUTDOWN, and ag
 _BACKOFF_START, _BACKOFF_CAP = 0.1, 5.0
 
 
-@dataclass
-class _Options:
-    default_timeout: float | None = None
-    auto_restart: bool = False
-    max_restart_attempts: int = 5
-    heartbeat_interval: float = 5.0
-    heartbeat_timeout: float = 3.0
-    heartbeat_max_misses: int = 3
-    start_timeout: float = 10.0
-    circuit_reset_timeout: float = 10.0
-    on_output: Callable[[str, str], None] | None = None
-    client_name: str | None = None
-    limits: Limits | None = None
-    metrics: bool = True
 
 
 class ParentWorker:
     """A handle on one worker. Build it with ``spawn``, ``connect`` or ``inprocess``; those do no I/O."""
 
-    def __init__(self, target, options: _Options) -> None:
-        check_timeout(options.default_timeout, "default_timeout")
+    def __init__(self, target: Target, options: WorkerOptions) -> None:
         self._target = target
         self._options = options
         self._mode: str | None = None
         self._owner_pid: int | None = None  # the process that started the worker
         self._closing = False
-        self._channel: SyncChannel | AsyncChannel | None = None
+        # a SyncChannel in sync mode, an AsyncChannel in async mode; None while down or closed
+        self._channel: Any = None
         self._process: ChildProcess | None = None
         self._down: MultifrostError | None = None  # why the worker is not running, when it is not
         # Failures in a row that open the circuit: with auto_restart, a crash and then
@@ -80,7 +72,7 @@ class ParentWorker:
                                  options.heartbeat_max_misses, time.monotonic())
         self._healthy = False
         self.metrics = Metrics() if options.metrics else NullMetrics()
-        self._log = bind(log, worker_id=target.name, service_id=getattr(target, "service_id", None))
+        self._log = bind(log, worker_id=target.name, service_id=target.service_id)
         self._restart_requested = False
         self._drop_due: float | None = None  # sync API: when to look into a dropped connection ...
         self._dropped: SyncChannel | None = None  # ... and the channel whose connection it was
@@ -94,8 +86,9 @@ class ParentWorker:
         self._wake_r = self._wake_w = -1
         self._state_lock = threading.Lock()
         # async API
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._aready: asyncio.Event | None = None
+        # astart() sets both; only the async API, after astart(), uses them
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._aready: asyncio.Event = None  # type: ignore[assignment]
         self._tasks: set[asyncio.Task] = set()
         self._stopping: set[asyncio.Future] = set()  # child processes being stopped by a teardown
         self.call = CallProxy(self.call_function)
@@ -114,40 +107,49 @@ class ParentWorker:
               client_name: str | None = None, limits: Limits | None = None,
               metrics: bool = True) -> "ParentWorker":
         """A worker process running ``script`` (with ``executable``, default this Python)."""
-        options = _Options(default_timeout, auto_restart, max_restart_attempts, heartbeat_interval,
-                           heartbeat_timeout, heartbeat_max_misses, start_timeout, circuit_reset_timeout,
-                           on_output, client_name, limits, metrics)
+        options = WorkerOptions(default_timeout=default_timeout, auto_restart=auto_restart,
+                                max_restart_attempts=max_restart_attempts, heartbeat_interval=heartbeat_interval,
+                                heartbeat_timeout=heartbeat_timeout, heartbeat_max_misses=heartbeat_max_misses,
+                                start_timeout=start_timeout, circuit_reset_timeout=circuit_reset_timeout,
+                                on_output=on_output, client_name=client_name, limits=limits, metrics=metrics)
         return cls(SpawnTarget(script, executable, args, env, cwd, transport), options)
 
     @classmethod
-    def connect(cls, service_id: str, timeout: float = 5.0, *, registry=None,
+    def connect(cls, service_id: str, timeout: float = 5.0, *, registry: Registry | None = None,
                 default_timeout: float | None = None, heartbeat_interval: float = 5.0,
                 heartbeat_timeout: float = 3.0, heartbeat_max_misses: int = 3,
                 circuit_reset_timeout: float = 10.0, on_output: Callable[[str, str], None] | None = None,
                 client_name: str | None = None, limits: Limits | None = None,
-                metrics: bool = True, instance: str | None = None, curve_secret_key=None,
-                curve_server_key=None) -> "ParentWorker":
+                metrics: bool = True, instance: str | None = None,
+                curve_secret_key: str | os.PathLike[str] | None = None,
+                curve_server_key: str | bytes | os.PathLike[str] | None = None) -> "ParentWorker":
         """A running service registered as ``service_id``; ``timeout`` bounds discovery.
 
         ``registry``: a Registry or its name (a path, ``redis://...``); ``instance`` pins one
         instance; ``curve_secret_key`` / ``curve_server_key``: CURVE (see targets.ConnectTarget).
         """
-        options = _Options(default_timeout, False, 5, heartbeat_interval, heartbeat_timeout,
-                           heartbeat_max_misses, timeout, circuit_reset_timeout, on_output, client_name, limits,
-                           metrics)
+        options = WorkerOptions(default_timeout=default_timeout, heartbeat_interval=heartbeat_interval,
+                                heartbeat_timeout=heartbeat_timeout, heartbeat_max_misses=heartbeat_max_misses,
+                                start_timeout=timeout, circuit_reset_timeout=circuit_reset_timeout,
+                                on_output=on_output, client_name=client_name, limits=limits, metrics=metrics)
         return cls(ConnectTarget(service_id, timeout, registry, instance=instance,
                                  curve_secret_key=curve_secret_key, curve_server_key=curve_server_key), options)
 
     @classmethod
-    def inprocess(cls, worker, transport: str = "memory", *, default_timeout: float | None = None,
+    def inprocess(cls, worker: ChildWorker, transport: str = "memory", *, default_timeout: float | None = None,
                   heartbeat_interval: float = 0.0, on_output: Callable[[str, str], None] | None = None,
                   limits: Limits | None = None, metrics: bool = True) -> "ParentWorker":
         """``worker`` (a ChildWorker object) served in this process: for unit tests of workers."""
-        options = _Options(default_timeout=default_timeout, heartbeat_interval=heartbeat_interval,
-                           on_output=on_output, limits=limits, metrics=metrics)
+        options = WorkerOptions(default_timeout=default_timeout, heartbeat_interval=heartbeat_interval,
+                                on_output=on_output, limits=limits, metrics=metrics)
         return cls(InprocessTarget(worker, transport), options)
 
     # -- properties ------------------------------------------------------------------------
+
+    @property
+    def options(self) -> WorkerOptions:
+        """The settings this worker was made with (frozen)."""
+        return self._options
 
     @property
     def pid(self) -> int | None:
@@ -185,7 +187,7 @@ class ParentWorker:
     # -- calls (shared) --------------------------------------------------------------------
 
     def _prepare(self, function: str, args, timeout, namespace, window: int | None = None,
-                 traceparent: str | None = None) -> tuple[str, bytes, float | None, str | None]:
+                 traceparent: str | None = None) -> tuple[str, bytes, float | None, str]:
         """Check the circuit and build the CALL; PayloadError here means nothing was sent."""
         if not isinstance(function, str):
             raise TypeError(f"function name must be str, not {type(function).__name__}")
@@ -214,8 +216,12 @@ class ParentWorker:
             raise
         return message["id"], payload, timeout, permit
 
-    def _finish(self, reply: protocol.Message, started: float, permit: str) -> Any:
-        self.metrics.call_finished(time.perf_counter() - started, "ok" if reply.type == protocol.RESPONSE else "error")
+    def _finish(self, reply: protocol.Message, started: float, permit: str, function: str = "") -> Any:
+        elapsed = time.perf_counter() - started
+        outcome = "ok" if reply.type == protocol.RESPONSE else "error"
+        self.metrics.call_finished(elapsed, outcome)
+        if log.isEnabledFor(logging.DEBUG):
+            self._call_record(reply.id, function, elapsed, outcome)
         if permit == "trial" or self._breaker.failures:
             self._breaker.record_success()
         if reply.type == protocol.RESPONSE:
@@ -226,14 +232,28 @@ class ParentWorker:
             raise RemoteCallError.from_wire(reply.error)
         raise RemoteCallError(f"the worker answered a call with a {reply.type} message")
 
-    def _failed(self, exc: BaseException, started: float, permit: str) -> None:
+    def _failed(self, exc: BaseException, started: float, permit: str, msg_id: str = "", function: str = "") -> None:
+        elapsed = time.perf_counter() - started
         outcome = "timeout" if isinstance(exc, CallTimeoutError) else "error"
-        self.metrics.call_finished(time.perf_counter() - started, outcome)
+        self.metrics.call_finished(elapsed, outcome)
+        if log.isEnabledFor(logging.DEBUG):
+            self._call_record(msg_id, function, elapsed, f"{outcome} ({type(exc).__name__})")
         if permit == "trial":
             if isinstance(exc, (WorkerCrashedError, WorkerStartError)):
                 self._breaker.record_failure()
             else:
                 self._breaker.end_trial()
+
+    def _wire_log(self, process: ChildProcess | None) -> ContextLogger:
+        """``multifrost.wire`` with this worker's context, for a channel to ``process`` (None: not spawned)."""
+        return bind(wire.log, worker_id=self._target.name, service_id=self._target.service_id,
+                    pid=None if process is None else process.pid)
+
+    def _call_record(self, msg_id: str | None, function: str, elapsed: float, outcome: str) -> None:
+        """The per-call DEBUG record, with ``request_id``, ``function`` and ``duration_ms`` in ``extra``."""
+        duration_ms = round(elapsed * 1000.0, 3)
+        self._log.debug("%s(): %s in %.3f ms", function, outcome, duration_ms,
+                        extra={"request_id": msg_id, "function": function, "duration_ms": duration_ms})
 
     def _abandoned(self, msg_id: str, exc: BaseException) -> None:
         """issue 15 hook: the caller stopped waiting (timeout, cancelled task): tell a worker that speaks 'cancel'."""
@@ -255,7 +275,7 @@ class ParentWorker:
     def _what(self, function: str) -> str:
         return f"call {function}() to {self._target.describe()}"
 
-    def _ping_channel(self, timeout: float | None) -> tuple[SyncChannel | AsyncChannel, float]:
+    def _ping_channel(self, timeout: float | None) -> tuple[Any, float]:
         """The channel a ping goes out on and its timeout (default ``heartbeat_timeout``);
         TransportClosed after close(), the crash (WorkerCrashedError) while the worker is down."""
         timeout = check_timeout(timeout)
@@ -281,8 +301,7 @@ class ParentWorker:
             raise
         self._supervisor = threading.Thread(target=self._supervise, name="multifrost-supervisor", daemon=True)
         self._supervisor.start()
-        if isinstance(self._target, ConnectTarget):
-            self._target.watch(self._lease_lost)
+        self._target.watch(self._lease_lost)
         return self
 
     def _lease_lost(self) -> None:
@@ -290,7 +309,7 @@ class ParentWorker:
         self._moved = True
         os.write(self._wake_w, b"m")
 
-    def call_function(self, function: str, args=(), timeout: float | None = _UNSET,
+    def call_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
                       namespace: str | None = None) -> Any:
         """Call ``function(*args)`` in the worker and return its result (sync API)."""
         if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span; _prepare sends its traceparent
@@ -310,12 +329,12 @@ class ParentWorker:
                 channel, timeout = self._wait_ready(timeout, permit)
             reply = channel.request(msg_id, payload, timeout, self._what(function))
         except BaseException as exc:
-            self._failed(exc, started, permit)
+            self._failed(exc, started, permit, msg_id, function)
             self._abandoned(msg_id, exc)
             raise
-        return self._finish(reply, started, permit)
+        return self._finish(reply, started, permit, function)
 
-    def stream_function(self, function: str, args=(), timeout: float | None = _UNSET,
+    def stream_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
                         namespace: str | None = None, window: int = extensions.DEFAULT_WINDOW) -> SyncStream:
         """Iterate over the items of generator method ``function(*args)`` as the worker yields them
         (sync API); ``timeout`` bounds the wait for each item, ``window`` how far the worker runs ahead."""
@@ -428,6 +447,7 @@ class ParentWorker:
         end, process = self._target.open()
         channel = SyncChannel(end, self._on_output, self._options.limits)
         channel.on_drop = lambda: self._on_drop(channel)
+        channel.wire = self._wire_log(process)
         self._channel, self._process = channel, process
         deadline = time.monotonic() + self._options.start_timeout
         while True:
@@ -675,9 +695,11 @@ class ParentWorker:
             raise
         if self._options.heartbeat_interval > 0:
             self._spawn_task(self._aheartbeats())
-        if isinstance(self._target, ConnectTarget):
-            loop = self._loop
-            self._target.watch(lambda: loop.call_soon_threadsafe(self._alease_lost))
+        loop = self._loop
+
+        def lease_lost() -> None:  # (lease watch thread)
+            loop.call_soon_threadsafe(self._alease_lost)
+        self._target.watch(lease_lost)
         return self
 
     def _alease_lost(self) -> None:
@@ -685,7 +707,7 @@ class ParentWorker:
         if self._down is None and not self._closing and self._channel is not None:
             self._spawn_task(self._areconnect_if_moved(self._channel))
 
-    async def acall_function(self, function: str, args=(), timeout: float | None = _UNSET,
+    async def acall_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
                              namespace: str | None = None) -> Any:
         """Call ``function(*args)`` in the worker and return its result (async API)."""
         if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span; _prepare sends its traceparent
@@ -704,12 +726,12 @@ class ParentWorker:
                 timeout = await self._await_ready(timeout, permit)
             reply = await self._channel.request(msg_id, payload, timeout, self._what(function))
         except BaseException as exc:
-            self._failed(exc, started, permit)
+            self._failed(exc, started, permit, msg_id, function)
             self._abandoned(msg_id, exc)
             raise
-        return self._finish(reply, started, permit)
+        return self._finish(reply, started, permit, function)
 
-    def astream_function(self, function: str, args=(), timeout: float | None = _UNSET,
+    def astream_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
                          namespace: str | None = None, window: int = extensions.DEFAULT_WINDOW) -> AsyncStream:
         """``stream_function`` for the async API: an async iterator (and async context manager)."""
         if self._mode != "async":
@@ -767,10 +789,7 @@ class ParentWorker:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._ateardown(TransportClosed(f"{self._target.describe()} was closed"), shutdown=True, grace=grace)
         await asyncio.gather(*self._stopping)
-        if isinstance(self._target, InprocessTarget):
-            await self._target.aclose()
-        else:
-            self._target.close()
+        await self._target.aclose()
         if self._aready is not None:
             self._aready.clear()
         exit_hooks.untrack(self._live_key)
@@ -789,6 +808,7 @@ class ParentWorker:
     async def _aestablish(self) -> None:
         end, process = await self._target.aopen()
         channel = AsyncChannel(end, self._on_output, self._options.limits)
+        channel.wire = self._wire_log(process)
         channel.on_drop = lambda: self._loop.call_later(self._drop_wait(), self._after_drop, channel)
         self._channel, self._process = channel, process
         deadline = time.monotonic() + self._options.start_timeout
@@ -940,7 +960,7 @@ class ParentWorker:
                                           "heartbeat")
         except CallTimeoutError:
             self._heartbeat_expired(message["id"])
-            if isinstance(self._target, ConnectTarget):
+            if self._target.relocatable:
                 await self._areconnect_if_moved(channel)
         except MultifrostError:
             return
@@ -1022,7 +1042,7 @@ class ParentWorker:
         if self._beats.expired(msg_id):
             self._log.warning("%s left %d heartbeats in a row unanswered: unhealthy", self._target.describe(),
                               self._beats.unanswered)
-            if isinstance(self._target, ConnectTarget):
+            if self._target.relocatable:
                 # New calls wait for the registry's verdict instead of going to a service that may be gone.
                 self._hold_calls()
             self._healthy = False
@@ -1063,25 +1083,25 @@ class _HeartbeatClock:
             if waiter.done:
                 del self.waiters[msg_id]
                 if waiter.error is None:
-                    worker._heartbeat_rtt(waiter.message, waiter.arrived)
+                    worker._heartbeat_rtt(waiter.outcome(), waiter.arrived)
         now = time.monotonic()
         for msg_id in self.beats.overdue(now):
             self.waiters.pop(msg_id, None)
             channel.forget(msg_id)
             worker._heartbeat_expired(msg_id)
-            if isinstance(worker._target, ConnectTarget):
+            if worker._target.relocatable:
                 worker._reconnect_if_moved()
                 if channel is not worker._channel:
                     return  # reconnected: the rest were the old connection's
         if self.beats.due(now):
             message = protocol.heartbeat()
             try:
-                waiter, _ = channel.submit(message["id"], pack_message(message),
-                                           lambda: SignallingWaiter(worker._wake_w))
+                beat, _ = channel.submit(message["id"], pack_message(message),
+                                         lambda: SignallingWaiter(worker._wake_w))
             except MultifrostError:
                 return
             self.beats.sent(message["id"], now)
-            self.waiters[message["id"]] = waiter
+            self.waiters[message["id"]] = beat  # type: ignore[assignment]  # the factory above made it
 
 
 def _stop_process(process: ChildProcess, shutdown: bool, grace: float) -> None:

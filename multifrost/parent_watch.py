@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Callable
 
-log = logging.getLogger("multifrost.child")
+log = logging.getLogger(__name__)
 
 GRACE = 0.5  # seconds serving may take to end after the parent died, before the process ends itself
 _POLL_MS = 200  # without a pidfd: how often to look at getppid()

@@ -20,7 +20,7 @@ from .streams import AsyncStream, SyncStream
 if TYPE_CHECKING:
     from .service_pool import ServicePool
 
-log = logging.getLogger("multifrost.pool")
+log = logging.getLogger(__name__)
 
 
 class WorkerPool:
@@ -97,7 +97,7 @@ class WorkerPool:
             return self
         with ThreadPoolExecutor(len(self.workers), thread_name_prefix="multifrost-pool-start") as starter:
             futures = [starter.submit(w.start) for w in self.workers]
-        errors = [f.exception() for f in futures if f.exception() is not None]
+        errors = [error for error in (f.exception() for f in futures) if error is not None]
         if errors:
             self._close_all(quiet=True)
             raise errors[0]

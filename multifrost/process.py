@@ -9,10 +9,12 @@ import subprocess
 import threading
 import time
 from collections import deque
+from typing import IO
 
 from .errors import WorkerStartError
 
-log = logging.getLogger("multifrost.child_output")
+log = logging.getLogger(__name__)
+output_log = logging.getLogger("multifrost.child_output")  # what a child printed, not this module's own records
 
 TAIL_LINES = 20
 _REAP_WAIT = 5.0  # seconds to wait for a SIGKILLed process to be reaped
@@ -29,7 +31,8 @@ class ChildProcess:
                 start_new_session=True)
         except OSError as exc:
             raise WorkerStartError(f"cannot start {argv[0]!r}: {exc}") from exc
-        self._stderr = self._proc.stderr
+        assert self._proc.stderr is not None  # stderr=PIPE
+        self._stderr: IO[bytes] = self._proc.stderr
         os.set_blocking(self._stderr.fileno(), False)
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._partial = b""
@@ -82,7 +85,7 @@ class ChildProcess:
     def _keep(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
         self._tail.append(line)
-        log.warning("[%s stderr] %s", self.name, line)
+        output_log.warning("[%s stderr] %s", self.name, line)
 
     def note_stderr(self, text: str) -> None:
         """Add text the child sent as STDERR messages to the tail (it is logged elsewhere)."""

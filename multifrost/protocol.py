@@ -62,12 +62,12 @@ def call(function: str, args: list | tuple, namespace: str = DEFAULT_NAMESPACE,
     return message
 
 
-def response(msg_id: str, result: Any) -> dict:
+def response(msg_id: str | None, result: Any) -> dict:
     """A RESPONSE to request ``msg_id``; ``result`` is always present, even when None."""
     return {"app": APP_ID, "id": msg_id, "type": RESPONSE, "timestamp": _time(), "result": result}
 
 
-def error(msg_id: str, text: str) -> dict:
+def error(msg_id: str | None, text: str) -> dict:
     """An ERROR answering request ``msg_id``; ``text`` is the message, then any traceback."""
     return {"app": APP_ID, "id": msg_id, "type": ERROR, "timestamp": _time(), "error": text}
 

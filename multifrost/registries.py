@@ -14,10 +14,13 @@ import asyncio
 import os
 import random
 import time
-from typing import Protocol, Union
+from typing import TYPE_CHECKING, Protocol, TypeGuard, Union
 
 from .errors import ServiceNotFoundError
 from .registry import DEFAULT_POLL_INTERVAL, ENV_VAR, FileRegistry, Registry, ServiceEntry
+
+if TYPE_CHECKING:
+    from .registry_redis import RedisRegistry
 
 RegistrySpec = Union[str, "os.PathLike[str]", Registry, None]
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -48,7 +51,7 @@ def close_opened(registry: Registry, spec: RegistrySpec) -> None:
             close()
 
 
-def is_shared(registry: Registry) -> bool:
+def is_shared(registry: Registry) -> TypeGuard[RedisRegistry]:
     """Whether the registry holds instances on other hosts (leases), not just this machine's pids."""
     return hasattr(registry, "instances")
 
@@ -56,7 +59,7 @@ def is_shared(registry: Registry) -> bool:
 def live_instances(registry: Registry, service_id: str) -> list[ServiceEntry]:
     """Every live instance of ``service_id`` (at most one in a JSON registry file)."""
     if is_shared(registry):
-        return registry.instances(service_id)
+        return list(registry.instances(service_id))
     entry = registry.lookup(service_id)
     return [entry] if entry is not None and entry.alive else []
 

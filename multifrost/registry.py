@@ -29,12 +29,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import RegistryError, ServiceNotFoundError
 from .registry_lock import HeldLocks, pid_alive
 
-logger = logging.getLogger("multifrost.registry")
+log = logging.getLogger(__name__)
 
 ENV_VAR = "MULTIFROST_REGISTRY"
 DEFAULT_LOCK_TIMEOUT = 10.0
@@ -56,7 +56,7 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -84,7 +84,7 @@ class ServiceEntry:
         if not isinstance(value, dict):
             return None
         port, pid, started = value.get("port"), value.get("pid"), value.get("started", "")
-        if not (_is_int(port) and _is_int(pid)):
+        if not (isinstance(port, int) and isinstance(pid, int)) or isinstance(port, bool) or isinstance(pid, bool):
             return None
         return cls(service_id, port, pid, started if isinstance(started, str) else str(started))
 
@@ -217,7 +217,7 @@ class FileRegistry(Registry):
             entry = ServiceEntry(service_id, port, pid, _now_iso())
             data[service_id] = entry.to_json()
             self._write(data)
-        logger.debug("registered %r on port %d for pid %d in %s", service_id, port, pid, self.path)
+        log.debug("registered %r on port %d for pid %d in %s", service_id, port, pid, self.path)
         return entry
 
     def unregister(self, service_id: str, pid: int | None = None) -> bool:
@@ -229,7 +229,7 @@ class FileRegistry(Registry):
                 return False
             del data[service_id]
             self._write(data)
-        logger.debug("unregistered %r (pid %d) from %s", service_id, pid, self.path)
+        log.debug("unregistered %r (pid %d) from %s", service_id, pid, self.path)
         return True
 
     def lookup(self, service_id: str) -> ServiceEntry | None:
@@ -240,7 +240,7 @@ class FileRegistry(Registry):
         for service_id, value in self._read().items():
             entry = ServiceEntry.from_json(service_id, value)
             if entry is None:
-                logger.warning("ignoring malformed entry %r in %s: %r", service_id, self.path, value)
+                log.warning("ignoring malformed entry %r in %s: %r", service_id, self.path, value)
             else:
                 found[service_id] = entry
         return found
@@ -258,7 +258,7 @@ class FileRegistry(Registry):
             if dead:
                 self._write(data)
         if dead:
-            logger.info("pruned dead services %s from %s", dead, self.path)
+            log.info("pruned dead services %s from %s", dead, self.path)
         return dead
 
     # -- the file -----------------------------------------------------------------------

@@ -26,14 +26,14 @@ from types import FrameType
 
 from .errors import RegistryError
 
-logger = logging.getLogger("multifrost.registry")
+log = logging.getLogger(__name__)
 
 Identity = tuple[int, int]  # (inode, mtime in ns): tells our lock from one that replaced it
 Taking = int  # the time (ns) a lock was being taken at, while its identity is not known yet
 _CLOCK_SLACK_NS = 20_000_000  # file times come from a coarse clock, up to a tick behind time_ns()
 
 _mutex = threading.RLock()  # this process's takes, releases and judgements of its own locks
-_holders: dict[Path, tuple[FrameType, Identity]] = {}  # lock -> the frame of this process holding it
+_holders: dict[Path, tuple[FrameType | None, Identity]] = {}  # lock -> the frame of this process holding it
 
 
 def pid_alive(pid: int) -> bool:
@@ -163,13 +163,13 @@ def _unlock(path: Path, identity: Identity, *, is_dir: bool) -> None:
     try:
         st = os.stat(path)
         if (st.st_ino, st.st_mtime_ns) != identity:
-            logger.warning("registry lock %s was taken over while held; leaving it", path)
+            log.warning("registry lock %s was taken over while held; leaving it", path)
             return
         _remove(path, is_dir=is_dir)
     except FileNotFoundError:
-        logger.warning("registry lock %s vanished while held", path)
+        log.warning("registry lock %s vanished while held", path)
     except OSError as exc:
-        logger.warning("cannot release registry lock %s: %s", path, exc)
+        log.warning("cannot release registry lock %s: %s", path, exc)
 
 
 def _unlock_if_made(path: Path, since_ns: int, *, is_dir: bool) -> None:
@@ -211,7 +211,8 @@ def _running(frame: FrameType | None) -> bool:
     """Whether ``frame`` is on the stack of a thread of this process (still inside its ``with``)."""
     if frame is None:
         return False
-    for top in sys._current_frames().values():
+    for current in sys._current_frames().values():
+        top: FrameType | None = current
         while top is not None:
             if top is frame:
                 return True
@@ -235,18 +236,18 @@ def _break_if_stale(path: Path, is_dir: bool, stale_after: float) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        logger.warning("cannot remove stale registry lock %s: %s", path, exc)
+        log.warning("cannot remove stale registry lock %s: %s", path, exc)
         return
     try:
         moved = os.stat(aside)
         if (moved.st_ino, moved.st_mtime_ns) != (st.st_ino, st.st_mtime_ns):
             _put_back(aside, path, is_dir=is_dir)
             return
-        logger.warning("removing stale registry lock %s (%s)", path, why)
+        log.warning("removing stale registry lock %s (%s)", path, why)
         _remove(aside, is_dir=is_dir)
         _holders.pop(path, None)
     except OSError as exc:
-        logger.warning("cannot remove stale registry lock %s: %s", aside, exc)
+        log.warning("cannot remove stale registry lock %s: %s", aside, exc)
 
 
 def _put_back(aside: Path, path: Path, *, is_dir: bool) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .errors import RegistryError
 from .registry import Registry, ServiceEntry, _is_int, _now_iso
 
-logger = logging.getLogger("multifrost.registry")
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "multifrost:service:"
 DEFAULT_LEASE_TTL = 5.0
@@ -178,7 +178,7 @@ class RedisRegistry(Registry):
                 continue  # expired between SCAN and MGET
             entry = InstanceEntry.from_lease(raw)
             if entry is None or key != self.key(entry.service_id, entry.instance):
-                logger.warning("ignoring malformed lease %r in %s", key, self.location)
+                log.warning("ignoring malformed lease %r in %s", key, self.location)
                 continue
             found.append(entry)
         return sorted(found, key=lambda e: (e.started, e.instance))
@@ -241,12 +241,12 @@ class Lease:
                 self.registry.write(self.entry, self.ttl)
             except RegistryError as exc:
                 if not failing:
-                    logger.warning("cannot renew the lease of %r (instance %s): %s",
+                    log.warning("cannot renew the lease of %r (instance %s): %s",
                                    self.entry.service_id, self.entry.instance, exc)
                 failing = True
                 continue
             if failing:
-                logger.info("lease of %r (instance %s) renewed again", self.entry.service_id, self.entry.instance)
+                log.info("lease of %r (instance %s) renewed again", self.entry.service_id, self.entry.instance)
             failing = False
 
     def close(self) -> None:
@@ -258,4 +258,4 @@ class Lease:
         try:
             self.registry.delete(self.entry)
         except RegistryError as exc:
-            logger.warning("%s; the entry expires within %g s", exc, self.ttl)
+            log.warning("%s; the entry expires within %g s", exc, self.ttl)

@@ -13,32 +13,34 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING, NoReturn
 
 from . import protocol
 from . import transports
 from .errors import RegistryError
 from .parent_watch import ParentWatch
+from .spawn_env import ENDPOINT_ENV, PORT_ENV
 from .transports import open_child_end
 
-log = logging.getLogger("multifrost.child")
+if TYPE_CHECKING:
+    from .child import ChildWorker
 
-PORT_ENV = "COMLINK_ZMQ_PORT"
-ENDPOINT_ENV = "MULTIFROST_ENDPOINT"
-WORKER_MODE_ENV = "COMLINK_WORKER_MODE"
+log = logging.getLogger(__name__)
+
 FLUSH_LINGER = 1.0  # seconds the last replies may take to leave when the worker stops
 
 
 class OutputStream(io.TextIOBase):
     """A text stream that sends what is written, a line at a time, as STDOUT/STDERR messages."""
 
-    def __init__(self, worker, stream: str) -> None:
+    def __init__(self, worker: ChildWorker, stream: str) -> None:
         super().__init__()
         self._worker = worker
         self._stream = stream
         self._pending = ""
 
     @property
-    def encoding(self) -> str:
+    def encoding(self) -> str:  # type: ignore[override]  # read-only here: always UTF-8
         return "utf-8"
 
     def writable(self) -> bool:
@@ -59,7 +61,7 @@ class OutputStream(io.TextIOBase):
             self._worker.send_output(self._stream, text)
 
 
-def fatal(text: str) -> "NoReturn":  # noqa: F821
+def fatal(text: str) -> NoReturn:
     """Exit at once with a ``FATAL:`` line on stderr, as the protocol asks of a child."""
     sys.stderr.write(f"FATAL: {text}\n")
     sys.stderr.flush()
@@ -80,7 +82,7 @@ def spawn_endpoint() -> str | None:
     return os.environ.get(ENDPOINT_ENV) or None
 
 
-def run_worker(worker) -> None:
+def run_worker(worker: ChildWorker) -> None:
     """Serve ``worker`` in this process until it is told to stop; see ChildWorker.run."""
     main = threading.current_thread() is threading.main_thread()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import RegistryError
 from .hostaddr import advertised_host, is_loopback
@@ -13,7 +13,10 @@ from .registries import announce, close_opened, open_registry
 from .runner import FLUSH_LINGER
 from .transports import ChildEnd, Curve, curve_keys, open_child_end
 
-log = logging.getLogger("multifrost.child")
+if TYPE_CHECKING:
+    from .child import ChildWorker
+
+log = logging.getLogger(__name__)
 
 
 
@@ -55,7 +58,7 @@ def _bind_url(host: str, port: int) -> str:
 
 
 @contextmanager
-def serving(worker) -> Iterator[ChildEnd]:
+def serving(worker: ChildWorker) -> Iterator[ChildEnd]:
     """The bound, announced end of ``worker`` (a ChildWorker with a service_id) while the block runs."""
     curve = server_curve(worker.curve_secret_key, worker.curve_authorized_keys)
     check_exposure(worker.host, curve, worker.insecure)

@@ -21,9 +21,9 @@ from .parent import ParentWorker
 from .proxy import CallProxy
 from .registries import (RegistrySpec, afind_instance, close_opened, find_instance, instance_id, live_instances,
                          open_registry)
-from .registry import ServiceEntry
+from .registry import Registry, ServiceEntry
 
-log = logging.getLogger("multifrost.pool")
+log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.5
 _RETRY_FAILED_AFTER = 5.0  # seconds before a member that failed to start is tried again
@@ -40,7 +40,7 @@ class ServicePool:
         self.timeout = timeout
         self.poll_interval = poll_interval
         self._spec = registry
-        self._registry = None
+        self._registry: Registry | None = None
         self._connect_options = connect_options
         self._members: dict[tuple, ParentWorker] = {}
         self._in_flight: dict[ParentWorker, int] = {}
@@ -85,7 +85,7 @@ class ServicePool:
 
     def _changes(self) -> tuple[list[tuple[tuple, ServiceEntry]], list[tuple[tuple, ParentWorker]]]:
         """(instances to add, members to drop) after one look at the registry."""
-        live = {instance_id(e): e for e in live_instances(self._registry, self.service_id)}
+        live = {instance_id(e): e for e in live_instances(self._opened, self.service_id)}
         now = time.monotonic()
         with self._lock:
             gone = [(key, w) for key, w in self._members.items() if key not in live]
@@ -131,7 +131,14 @@ class ServicePool:
 
     def _none_left(self) -> ServiceNotFoundError:
         return ServiceNotFoundError(f"no live instance of service {self.service_id!r} in registry "
-                                    f"{self._registry.location} within {self.timeout:g} s")
+                                    f"{self._opened.location} within {self.timeout:g} s")
+
+    @property
+    def _opened(self) -> Registry:
+        """The registry this pool follows (opened by start/astart)."""
+        if self._registry is None:
+            raise RuntimeError("this pool is not started")
+        return self._registry
 
     def _claim(self, mode: str) -> None:
         if self._mode is not None:
@@ -145,7 +152,7 @@ class ServicePool:
         """Join every live instance (waiting up to ``timeout`` for a first one), then follow the registry."""
         self._claim("sync")
         try:
-            find_instance(self._registry, self.service_id, self.timeout)
+            find_instance(self._opened, self.service_id, self.timeout)
             self._follow()
         except BaseException:
             self.close()
@@ -238,7 +245,7 @@ class ServicePool:
         """``start`` for asyncio code: members use the async API; the watcher is a task."""
         self._claim("async")
         try:
-            await afind_instance(self._registry, self.service_id, self.timeout)
+            await afind_instance(self._opened, self.service_id, self.timeout)
             await self._afollow()
         except BaseException:
             await self.aclose()

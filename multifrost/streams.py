@@ -17,7 +17,7 @@ from . import extensions, protocol, tracing
 from .codec import pack_message
 from .errors import CallTimeoutError, MultifrostError
 
-log = logging.getLogger("multifrost.parent")
+log = logging.getLogger(__name__)
 
 _SEND_RETRY = 0.01  # seconds between tries while the high-water mark refuses the stream's CALL
 
@@ -83,6 +83,7 @@ class _Stream:
         self._granted_at = 0  # items consumed when credit was last granted
         self._state = _StreamState()
         self._closed = False
+        self._span: Any
         self._span, traceparent = (tracing.client_span(function) if tracing.ENABLED and tracing.recording()
                                   else (None, None))
         self._id, self._payload, self._timeout, self._permit = worker._prepare(

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Callable
 
 from .errors import AuthenticationError, MultifrostError, ServiceNotFoundError, WorkerStartError
 from .process import ChildProcess
-from .runner import ENDPOINT_ENV, PORT_ENV, WORKER_MODE_ENV
-from .transports import Curve, ParentEnd, curve_keys, open_child_end, open_parent_end
+from .spawn_env import ENDPOINT_ENV, PORT_ENV, WORKER_MODE_ENV
+from .transports import ChildEnd, Curve, ParentEnd, curve_keys, open_child_end, open_parent_end
 
 if TYPE_CHECKING:
     from .child import ChildWorker
@@ -26,6 +26,8 @@ class SpawnTarget:
     """Spawn mode: bind the parent end, start the child process with the endpoint in its env."""
 
     transports = ("tcp", "ipc", "unix")
+    relocatable = False
+    service_id: str | None = None
 
     def __init__(self, script: str, executable: str | None, args: tuple, env: dict | None,
                  cwd: str | None, transport: str) -> None:
@@ -79,10 +81,19 @@ class SpawnTarget:
             self._ipc_dir = tempfile.mkdtemp(prefix="multifrost-")  # mode 0700
         return f"{self.transport}://{self._ipc_dir}/{uuid.uuid4().hex[:12]}.sock"
 
+    def moved(self) -> bool:
+        return False
+
+    def watch(self, on_lost: Callable[[], None]) -> None:
+        """Nothing to watch: the parent learns of the worker's end from the process or its heartbeats."""
+
     def close(self) -> None:
         if self._ipc_dir is not None:
             shutil.rmtree(self._ipc_dir, ignore_errors=True)
             self._ipc_dir = None
+
+    async def aclose(self) -> None:
+        self.close()
 
 
 LEASE_WATCH_INTERVAL = 0.25  # seconds between looks at a lease registry for the instance in use
@@ -109,7 +120,7 @@ class ConnectTarget:
         self.curve_secret_key = curve_secret_key
         self.curve_server_key = curve_server_key
         self.name = service_id
-        self.entry = None  # the registry entry the last open() connected to
+        self.entry: ServiceEntry | None = None  # the registry entry the last open() connected to
         self._lost: tuple | None = None  # the instance last found gone: the next open() prefers another
         self._watcher: threading.Thread | None = None
         self._watch_stop = threading.Event()
@@ -208,6 +219,8 @@ class ConnectTarget:
         self._lost = instance_id(was)
         return True
 
+    relocatable = True
+
     def close(self) -> None:
         if self._watcher is not None:
             self._watch_stop.set()
@@ -218,6 +231,9 @@ class ConnectTarget:
             close_opened(self._registry, self._spec)
             self._registry = None
 
+    async def aclose(self) -> None:
+        self.close()
+
 
 class InprocessTarget:
     """A ChildWorker object served in this process, over ``memory://`` or ``inproc://``.
@@ -227,6 +243,8 @@ class InprocessTarget:
     """
 
     transports = ("memory", "inproc")
+    relocatable = False
+    service_id: str | None = None
 
     def __init__(self, worker: "ChildWorker", transport: str) -> None:
         if transport not in self.transports:
@@ -235,23 +253,23 @@ class InprocessTarget:
         self.transport = transport
         self.name = type(worker).__name__
         self._thread: threading.Thread | None = None
-        self._child_end = None
+        self._child_end: ChildEnd | None = None
 
     def describe(self) -> str:
         return f"in-process worker {self.name}"
 
-    def _bind(self):
+    def _bind(self) -> tuple[str, ChildEnd]:
         endpoint = f"{self.transport}://multifrost-{uuid.uuid4().hex}"
-        self._child_end = open_child_end(endpoint, bind=True)
-        return endpoint
+        self._child_end = child_end = open_child_end(endpoint, bind=True)
+        return endpoint, child_end
 
     def open(self) -> tuple[ParentEnd, None]:
-        endpoint = self._bind()
+        endpoint, child_end = self._bind()
         ready = threading.Event()
 
         def serve() -> None:
             async def main() -> None:
-                task = asyncio.ensure_future(self.worker.serve(self._child_end))
+                task = asyncio.ensure_future(self.worker.serve(child_end))
                 await asyncio.sleep(0)
                 ready.set()
                 await task
@@ -265,6 +283,9 @@ class InprocessTarget:
     async def aopen(self) -> tuple[ParentEnd, None]:
         return self.open()
 
+    def watch(self, on_lost: Callable[[], None]) -> None:
+        """Nothing to watch: the parent learns of the worker's end from the process or its heartbeats."""
+
     def close(self) -> None:
         """Stop the served worker and wait for it (sync API)."""
         self.worker.stop()
@@ -275,6 +296,9 @@ class InprocessTarget:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+    def moved(self) -> bool:
+        return False
 
     def _close_end(self) -> None:
         if self._child_end is not None:

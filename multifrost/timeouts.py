@@ -16,7 +16,7 @@ def check_timeout(value: object, name: str = "timeout") -> float | None:
         if kind is bool or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be None or a number of seconds, not {kind.__name__}")
     try:
-        seconds = float(value)
+        seconds = float(value)  # type: ignore[arg-type]  # a numbers.Real, checked above
     except OverflowError:
         seconds = math.inf
     if not 0.0 < seconds < math.inf:  # NaN fails both comparisons

@@ -32,6 +32,9 @@ elif [ "${CI:-}" = "true" ]; then
   exit 1
 fi
 
+# The types: mypy with its default settings (pyproject.toml only lets untyped msgpack through).
+python3 -m mypy multifrost
+
 # The whole suite, with the compiled codec ...
 python3 -m pytest -q "$@"
 # ... and the codec and in-process RPC tests again with the pure-Python twin forced.

@@ -8,14 +8,22 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "multifrost"
 RANK = {
     "errors": 0,
     "_limits": 1, "_codec": 1, "_codec_fallback": 1, "codec": 1, "timeouts": 1,
-    "protocol": 2, "extensions": 2, "current_call": 2, "tracing": 2,
+    "protocol": 2, "extensions": 2, "current_call": 2, "tracing": 2, "wire": 2, "spawn_env": 2,
     "transports": 3, "registry": 3, "registry_redis": 3, "registries": 3, "hostaddr": 3, "registry_lock": 3, "process": 3, "metrics": 3, "circuit": 3, "logs": 3,
-    "heartbeats": 3, "parent_watch": 3,
-    "channel": 4, "proxy": 4, "exit_hooks": 4, "streams": 4,
+    "heartbeats": 3, "parent_watch": 3, "options": 3,
+    "channel": 4, "target": 4, "proxy": 4, "exit_hooks": 4, "streams": 4,
     "held": 4, "child_methods": 4, "child_shutdown": 4, "child_streams": 4, "child_ext": 4,
     "parent": 5, "targets": 5, "child": 5, "runner": 5, "pool": 5, "service": 5, "service_pool": 5,
     "cli": 6, "cli_hosts": 6, "__main__": 6, "_demo_worker": 6, "__init__": 6,
 }
+
+
+# The two sides of a call: a parent-side module never imports a child-side one (at run time),
+# so that a reader of one side need not hold the other in their head.
+PARENT_SIDE = {"parent", "options", "target", "targets", "channel", "streams", "proxy", "exit_hooks", "pool", "heartbeats", "circuit",
+               "metrics", "process"}
+CHILD_SIDE = {"child", "runner", "held", "child_methods", "child_shutdown", "child_streams", "child_ext",
+              "parent_watch"}
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -23,15 +31,28 @@ def module_name(path: pathlib.Path) -> str:
     return parts[0]
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:``: an import made for
+    annotations only (a helper naming the ChildWorker it serves) is no runtime dependency."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for other in node.orelse:
+                yield other
+                yield from _runtime_nodes(other)
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def internal_imports(path: pathlib.Path) -> set[str]:
-    """First-level multifrost modules that ``path`` imports."""
+    """First-level multifrost modules that ``path`` imports at run time."""
     text = path.read_text()
     found = set()
     if path.suffix == ".pyx":
         for match in re.finditer(r"^\s*(?:from|cimport)\s+\.?(\w+)", text, re.M):
             found.add(match.group(1))
         return {m for m in found if m in RANK}
-    for node in ast.walk(ast.parse(text)):
+    for node in _runtime_nodes(ast.parse(text)):
         if isinstance(node, ast.ImportFrom):
             if node.level == 0 and (node.module or "").startswith("multifrost"):
                 parts = node.module.split(".")
@@ -75,3 +96,24 @@ def test_the_table_is_documented():
     for name in RANK:
         shown = "transports/" if name == "transports" else (f"{name}.pyx" if name == "_codec" else f"{name}.py")
         assert shown in doc, f"docs/architecture.md does not mention {shown}"
+
+
+def test_imports_for_annotations_only_are_told_apart(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("from typing import TYPE_CHECKING\nfrom . import errors, codec\n"
+                      "if TYPE_CHECKING:\n    from .child import ChildWorker\nelse:\n    from .parent import ParentWorker\n")
+    assert internal_imports(sample) == {"errors", "codec", "parent"}
+
+
+def test_the_parent_side_never_imports_the_child_side():
+    assert set(RANK) >= PARENT_SIDE | CHILD_SIDE and not PARENT_SIDE & CHILD_SIDE
+    wrong = [f"{path.relative_to(PACKAGE)} imports {other}" for path in sources()
+             if module_name(path) in PARENT_SIDE for other in internal_imports(path) if other in CHILD_SIDE]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_parent_asks_its_target_instead_of_switching_on_its_class():
+    """The Target protocol (target.py) says what differs between spawn, connect and in-process."""
+    for name in ("parent.py", "streams.py", "pool.py", "channel.py"):
+        text = (PACKAGE / name).read_text()
+        assert not re.search(r"isinstance\([^)]*Target\b", text), name

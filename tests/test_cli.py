@@ -333,3 +333,20 @@ def test_demo():
     assert "greet('world') = 'Hello, world!'" in out
     assert "ZeroDivisionError" in out
     assert re.search(r"latency: median \d+\.\d µs, p99 \d+\.\d µs over 200 sync", out)
+
+
+def test_vv_shows_the_message_traffic(service):
+    result = call(service, "add", "1", "2", "-vv")
+    assert result.returncode == 0 and result.stdout == "3\n", result.stderr
+    wire = [line for line in result.stderr.splitlines() if line.startswith("multifrost.wire DEBUG: ")]
+    assert any(" call " in line and "add() in default" in line and "to tcp://127.0.0.1:" in line for line in wire), wire
+    assert any(line.startswith("multifrost.wire DEBUG: received response ") for line in wire), wire
+    quiet = call(service, "add", "1", "2", "-v")
+    assert "multifrost.wire" not in quiet.stderr
+
+
+def test_demo_vv_shows_the_message_traffic():
+    result = run("demo", "--calls", "1", "-vv", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "multifrost.wire DEBUG: sent call " in result.stderr
+    assert "multifrost.wire DEBUG: received response " in result.stderr

@@ -77,3 +77,39 @@ def test_crash_record_carries_worker_context(worker_script, caplog):
     records = [r for r in caplog.records if getattr(r, "exit_code", None) == 5]
     assert records, caplog.text
     assert records[0].pid == pid and records[0].worker_id == "math_worker.py"
+
+
+def test_each_call_leaves_one_debug_record_with_its_fields(worker_script, caplog):
+    from multifrost import ParentWorker, RemoteCallError
+    caplog.set_level(logging.DEBUG, logger="multifrost.parent")
+    with ParentWorker.spawn(worker_script, heartbeat_interval=0) as worker:
+        assert worker.call.add(1, 2) == 3
+        with pytest.raises(RemoteCallError):
+            worker.call.divide(1, 0)
+    calls = [r for r in caplog.records if r.name == "multifrost.parent" and hasattr(r, "duration_ms")]
+    assert [r.function for r in calls] == ["add", "divide"], caplog.text
+    assert all(r.levelno == logging.DEBUG and r.request_id and r.duration_ms >= 0 for r in calls)
+    assert calls[0].request_id != calls[1].request_id
+    assert "ok" in calls[0].getMessage() and "error" in calls[1].getMessage()
+
+
+def test_a_crash_is_not_a_remote_error():
+    from multifrost import MultifrostError, RemoteCallError, WorkerCrashedError
+    assert WorkerCrashedError.__bases__ == (MultifrostError,)
+    assert not issubclass(WorkerCrashedError, RemoteCallError)
+
+
+def test_module_loggers_are_named_after_their_modules():
+    import importlib
+    import pkgutil
+    import multifrost
+    names = [m.name for m in pkgutil.walk_packages(multifrost.__path__, "multifrost.") if m.name != "multifrost.__main__"]
+    checked = 0
+    for name in names:
+        module = importlib.import_module(name)
+        assert not isinstance(getattr(module, "logger", None), logging.Logger), f"{name}: call it 'log'"
+        log = getattr(module, "log", None)
+        if isinstance(log, logging.Logger):
+            assert log.name == name, (name, log.name)
+            checked += 1
+    assert checked >= 15

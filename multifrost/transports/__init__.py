@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 from .base import ChildEnd, ParentEnd
 
@@ -57,7 +59,7 @@ class Curve:
     authorized_keys: frozenset[bytes] | None = None  # a server's admitted client keys (None: any)
 
 
-def curve_keys():
+def curve_keys() -> ModuleType:
     """The key-file helpers of :mod:`.curve` (imports ZeroMQ)."""
     from . import curve
     return curve
@@ -169,14 +171,14 @@ def _checked(url: str, bind: bool) -> Endpoint:
     return endpoint
 
 
-def open_parent_end(url: str, *, bind: bool, **options) -> ParentEnd:
+def open_parent_end(url: str, *, bind: bool, **options: Any) -> ParentEnd:
     """Open the parent (DEALER) end of a transport at ``url``, binding or connecting."""
     endpoint = _checked(url, bind)
     resolved = _options(url, options)
     if endpoint.scheme == "memory":
         from .memory import MemoryParentEnd
 
-        return MemoryParentEnd(endpoint.name, bind=bind, **resolved)
+        return MemoryParentEnd(endpoint.name or "", bind=bind, **resolved)
     if endpoint.scheme == "unix":
         from .unix import UnixParentEnd
 
@@ -194,14 +196,14 @@ def shutdown() -> None:
         zeromq.shutdown()
 
 
-def open_child_end(url: str, *, bind: bool, **options) -> ChildEnd:
+def open_child_end(url: str, *, bind: bool, **options: Any) -> ChildEnd:
     """Open the child (ROUTER) end of a transport at ``url``, binding or connecting."""
     endpoint = _checked(url, bind)
     resolved = _options(url, options)
     if endpoint.scheme == "memory":
         from .memory import MemoryChildEnd
 
-        return MemoryChildEnd(endpoint.name, bind=bind, **resolved)
+        return MemoryChildEnd(endpoint.name or "", bind=bind, **resolved)
     if endpoint.scheme == "unix":
         from .unix import UnixChildEnd
 

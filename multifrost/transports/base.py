@@ -31,11 +31,11 @@ import select
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Callable, Generic, TypeVar
+from typing import Callable, TypeVar
 
 from ..errors import TransportClosed, TransportError
 
-T = TypeVar("T")
+R = TypeVar("R")  # what one readiness attempt yields (a payload, a (peer, payload), True for a send)
 
 
 class Wakeup:
@@ -86,7 +86,7 @@ class Wakeup:
             os.close(self._wfd)
 
 
-class _End(ABC, Generic[T]):
+class _End(ABC):
     """What both ends share: the endpoint, readiness, close, and the waiting helpers."""
 
     #: The endpoint as resolved after bind (``tcp://127.0.0.1:0`` reports its real port).
@@ -160,7 +160,7 @@ class _End(ABC, Generic[T]):
     def _timed_out(self) -> TimeoutError:
         return TimeoutError(f"transport end {self.endpoint}: timed out")
 
-    async def _await_ready(self, attempt: Callable[[], T | None], timeout: float | None) -> T:
+    async def _await_ready(self, attempt: Callable[[], R | None], timeout: float | None) -> R:
         """Run ``attempt`` until it returns a value, waiting on fileno() in the running loop."""
         self._check_open()
         result = attempt()
@@ -192,7 +192,7 @@ class _End(ABC, Generic[T]):
                 self._async_waiters.discard(waiter)
             loop.remove_reader(fd)
 
-    def _block_ready(self, attempt: Callable[[], T | None], timeout: float | None) -> T:
+    def _block_ready(self, attempt: Callable[[], R | None], timeout: float | None) -> R:
         """Run ``attempt`` until it returns a value, blocking on fileno() in this thread."""
         self._check_open()
         result = attempt()
@@ -237,7 +237,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-class ParentEnd(_End[bytes]):
+class ParentEnd(_End):
     """DEALER semantics: one peer; send one payload, receive one payload, in order."""
 
     @abstractmethod
@@ -268,7 +268,7 @@ class ParentEnd(_End[bytes]):
         return self._block_ready(self.recv_nowait, timeout)
 
 
-class ChildEnd(_End["tuple[bytes, bytes]"]):
+class ChildEnd(_End):
     """ROUTER semantics: many peers, each known by the identity its messages came with."""
 
     @abstractmethod
@@ -281,6 +281,16 @@ class ChildEnd(_End["tuple[bytes, bytes]"]):
     @abstractmethod
     def recv_nowait(self) -> "tuple[bytes, bytes] | None":
         """The next ``(peer, payload)``, or None. Malformed frames are dropped and logged."""
+
+    def recv_all(self) -> "list[tuple[bytes, bytes]]":
+        """Every ``(peer, payload)`` ready now, in order: what a reader of this edge-triggered
+        end owes after a send that may have swallowed the wake-up of a message."""
+        items: list[tuple[bytes, bytes]] = []
+        while True:
+            item = self.recv_nowait()
+            if item is None:
+                return items
+            items.append(item)
 
     @property
     @abstractmethod

@@ -25,7 +25,7 @@ from zmq.utils import z85
 from ..errors import AuthenticationError, TransportError
 from . import Curve
 
-log = logging.getLogger("multifrost.transports")
+log = logging.getLogger(__name__)
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 _MISMATCH = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
@@ -71,9 +71,9 @@ def load_public_key(spec: str | bytes | os.PathLike[str]) -> bytes:
             raise ValueError(f"{spec!r} is not a Z85 CURVE public key") from None
         return key
     try:
-        return zmq.auth.load_certificate(spec)[0]
+        return zmq.auth.load_certificate(os.fsdecode(spec))[0]
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read CURVE public key {spec}: {exc}") from None
+        raise ValueError(f"cannot read CURVE public key {spec!r}: {exc}") from None
 
 
 def load_authorized_keys(directory: str | os.PathLike[str]) -> frozenset[bytes]:
@@ -140,6 +140,7 @@ class _ZapHandler:
                 return
             thread, sender = self._thread, self._stop_sender
             self._thread = self._stop_sender = None
+        assert sender is not None
         sender.send(b"")
         thread.join()
         sender.close(linger=0)

@@ -28,12 +28,13 @@ import itertools
 import logging
 import sys
 import threading
+from typing import Callable
 from collections import deque
 
 from ..errors import TransportClosed, TransportError
 from .base import ChildEnd, ParentEnd, Wakeup
 
-log = logging.getLogger("multifrost.transports")
+log = logging.getLogger(__name__)
 
 _registry_lock = threading.Lock()
 _bound: dict[str, "_MemoryEnd"] = {}
@@ -68,6 +69,9 @@ class _MemoryEnd:
     """State and plumbing shared by both memory ends."""
 
     _is_parent: bool
+    _closed: bool
+    _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
+    _detach_all: Callable[[], None]  # each concrete end's own
 
     def _setup(self, name: str, bind: bool, sndhwm: int, rcvhwm: int, max_message_size: int) -> None:
         self._name = name
@@ -121,6 +125,7 @@ class _MemoryEnd:
 
     def _attach(self, other: "_MemoryEnd") -> None:
         parent, child = (self, other) if self._is_parent else (other, self)
+        assert isinstance(parent, MemoryParentEnd) and isinstance(child, MemoryChildEnd)
         link = _Link(parent, child)
         parent._link = link
         child._links[link.identity] = link
@@ -233,7 +238,7 @@ class MemoryParentEnd(_MemoryEnd, ParentEnd):
             payload = bytes(payload)
         link = self._link
         child = None if link is None else link.child
-        if child is None:
+        if link is None or child is None:
             return self._refused(lambda: self._link is link and (link is None or link.child is None))
         if self._too_big(payload, child):
             return True
@@ -290,7 +295,7 @@ class MemoryChildEnd(_MemoryEnd, ChildEnd):
             raise self._closed_error()
         link = self._links.get(peer)
         parent = None if link is None else link.parent
-        if parent is None:
+        if link is None or parent is None:
             raise TransportError(f"{self.endpoint}: unknown peer {peer!r}")
         if type(payload) is not bytes:
             payload = bytes(payload)

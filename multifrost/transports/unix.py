@@ -38,6 +38,7 @@ import socket
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 from ..errors import TransportClosed, TransportError
 from . import Endpoint
@@ -45,7 +46,7 @@ from .base import ChildEnd, ParentEnd, Wakeup
 from .unix_conn import Connection
 from .unix_path import Listener
 
-log = logging.getLogger("multifrost.transports")
+log = logging.getLogger(__name__)
 
 _REDIAL_EVERY = 0.002  # seconds between redials driven by sends and receives
 _IN = select.EPOLLIN | select.EPOLLRDHUP
@@ -55,9 +56,12 @@ class _UnixEnd:
     """Listener, connections, epoll readiness and close, shared by both ends."""
 
     _is_parent: bool
+    drops: int
+    _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
 
     def _setup(self, endpoint: Endpoint, bind: bool, sndhwm: int, rcvhwm: int, max_message_size: int) -> None:
         self.endpoint = str(endpoint)
+        assert endpoint.name is not None  # a unix:// endpoint always has its path
         self._path = endpoint.name
         self._bound = bind
         self._sndhwm = sndhwm or 1 << 62
@@ -95,6 +99,10 @@ class _UnixEnd:
             raise TransportError(f"cannot bind {self.endpoint}: {exc.strerror or exc}") from exc
         self._listen_fd = self._listener.sock.fileno()
         self._epoll.register(self._listen_fd, select.EPOLLIN)
+
+    def _arrived_on(self, conn: Connection) -> Callable[[bytes], None]:
+        """Where the whole messages read from ``conn`` go (each end's own)."""
+        raise NotImplementedError
 
     def _connection(self, sock: socket.socket) -> Connection:
         return Connection(sock, self.endpoint, self._max, self._sndhwm, self._room.ring)
@@ -157,9 +165,11 @@ class _UnixEnd:
         return conn
 
     def _accept(self) -> None:
+        listener = self._listener
+        assert listener is not None  # only a bound end accepts
         while True:
             try:
-                sock, _ = self._listener.sock.accept()
+                sock, _ = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # out of descriptors, say: the peer waits in the backlog

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import Callable
 
-log = logging.getLogger("multifrost.transports")
+log = logging.getLogger(__name__)
 
 BUFFER = 256 * 1024  # receive buffer per connection; larger frames get one of their own
 _LARGE_KEEP = 16 * 1024 * 1024  # a large-frame buffer up to this size is kept for the next one
@@ -141,7 +141,7 @@ class Connection:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def write(self, payload, defer: bool = False) -> bool:
+    def write(self, payload: bytes | bytearray | memoryview, defer: bool = False) -> bool:
         """Send one frame, queueing what the kernel does not take now; False when the connection broke.
 
         ``defer``: a small frame may wait in this process until the next ``uncork`` or write, so

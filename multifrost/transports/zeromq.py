@@ -50,6 +50,7 @@ import logging
 import os
 import threading
 import time
+from typing import Callable
 
 import zmq
 from zmq.backend import Socket as _BaseSocket
@@ -59,7 +60,7 @@ from ..errors import TransportClosed, TransportError
 from . import Curve, Endpoint
 from .base import ChildEnd, ParentEnd
 
-log = logging.getLogger("multifrost.transports")
+log = logging.getLogger(__name__)
 
 # Plain ints, not pyzmq's enums: enum arithmetic costs microseconds on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -110,6 +111,8 @@ def shutdown() -> None:
 
 class _ZmqEnd:
     """Socket setup, bind/connect, fileno and close shared by both ZeroMQ ends."""
+
+    _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
 
     def _open(self, socket_type: int, endpoint: Endpoint, bind: bool,
               sndhwm: int, rcvhwm: int, max_message_size: int, curve: Curve | None = None) -> None:
@@ -198,7 +201,7 @@ class _ZmqEnd:
         as a frame over MAXMSGSIZE or a failed handshake: a connecting end whose drop no such
         event follows dials itself."""
         monitor = self._monitor
-        if monitor is None or not self._monitor_get(_EVENTS) & _POLLIN:
+        if monitor is None or not self._monitor_get(_EVENTS) & _POLLIN:  # type: ignore[misc]  # set with the monitor
             return
         while True:
             try:
@@ -274,7 +277,7 @@ def _bind(sock: zmq.Socket, endpoint: Endpoint) -> str:
     """Bind, asking ZeroMQ for a free port when the port is 0; returns the resolved endpoint."""
     url = str(endpoint)
     if endpoint.scheme == "tcp" and endpoint.port == 0:
-        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+        host = f"[{endpoint.host}]" if ":" in (endpoint.host or "") else endpoint.host
         sock.bind(f"tcp://{host}:*")
     else:
         until = _released.get(url)

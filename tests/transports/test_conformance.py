@@ -394,3 +394,14 @@ def test_end_used_across_threads_with_an_event_loop(ends):
         thread.join(DEADLINE)
         loop.close()
     assert not thread.is_alive()
+
+
+def test_recv_all_takes_everything_ready_in_order(ends):
+    parent, child = ends.pair()
+    assert child.recv_all() == []
+    for i in range(50):
+        parent.send_blocking(b"%d" % i, timeout=DEADLINE)
+    got: list = []
+    wait_until(lambda: got.extend(child.recv_all()) or len(got) >= 50)
+    assert [payload for _, payload in got] == [b"%d" % i for i in range(50)]
+    assert len({peer for peer, _ in got}) == 1 and child.recv_all() == []
