@@ -60,6 +60,9 @@ def _bind_url(host: str, port: int) -> str:
 @contextmanager
 def serving(worker: ChildWorker) -> Iterator[ChildEnd]:
     """The bound, announced end of ``worker`` (a ChildWorker with a service_id) while the block runs."""
+    service_id = worker.service_id
+    if service_id is None:
+        raise ValueError("only a ChildWorker with a service_id serves as a registered service")
     curve = server_curve(worker.curve_secret_key, worker.curve_authorized_keys)
     check_exposure(worker.host, curve, worker.insecure)
     registry = open_registry(worker.registry)
@@ -72,7 +75,7 @@ def serving(worker: ChildWorker) -> Iterator[ChildEnd]:
         port = int(end.endpoint.rsplit(":", 1)[1])
         host = advertised_host(worker.host, worker.advertise)
         public_key = curve.public_key.decode() if curve is not None else None
-        registration = announce(registry, worker.service_id, port, host=host, curve_public_key=public_key,
+        registration = announce(registry, service_id, port, host=host, curve_public_key=public_key,
                                 lease_ttl=worker.lease_ttl)
         try:
             log.info("service %r serving on %s (dial %s:%d%s) registered in %s", worker.service_id, end.endpoint,
