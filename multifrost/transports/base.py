@@ -2,14 +2,22 @@
 
 Both ends are readiness-based and never block: ``send_nowait`` / ``recv_nowait`` do the
 work, and ``fileno()`` is a file descriptor that turns readable when the end's state may
-have changed (a payload arrived, room to send appeared, or the end closed). The descriptor
-is edge-triggered in the way ZeroMQ's ``FD`` is: after waking on it, and after every
-``send_nowait``, drain with ``recv_nowait`` until it returns ``None`` before waiting on the
-descriptor again. The RPC core builds its sync (select on ``fileno``) and async
+have changed (a payload arrived, room to send appeared, or the end closed).
+
+Readiness, owned by the end. Some backends' descriptors are edge-triggered (ZeroMQ's
+``FD``) or buffer frames in the process (unix), so a send may leave a message waiting that
+``fileno()`` will not announce. The end knows when that happens, and says so once to the
+one reader of the end, registered with ``set_reader(callback)``: the callback runs in the
+sending thread right after such a send (it should only wake the reader, never read). A
+reader therefore needs only two rules, both kept inside this module's methods: wake on
+``fileno()`` or on its callback, then take everything with ``recv_all()`` (which reads
+until the end reports nothing left and so re-arms the descriptor). Nobody else reads: a
+sender never drains. The RPC core builds its sync (poll on ``fileno``) and async
 (``loop.add_reader``) call paths on these primitives, so it never knows which backend
-carries its bytes; the awaitable and blocking helpers below are for simpler users and tests.
-A user of an end uses either the helpers or its own reader on ``fileno()``, not both, and
-at most one helper waits on an end at a time.
+carries its bytes; the awaitable and blocking helpers below are for simpler users and tests
+(they try before waiting, so they need no callback). A user of an end uses either the
+helpers or its own reader on ``fileno()``, not both, and at most one helper waits on an end
+at a time.
 
 Waiting to send. A send refused at the high-water mark is retried after a wake-up. Because a
 ``recv_nowait`` can consume the very event that says "room appeared", a user that both
@@ -103,6 +111,18 @@ class _End(ABC):
         self._close_wakeup: Wakeup | None = None  # rung by close() for blocking helpers
         self._blocking_waiters = 0
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._reader: Callable[[], object] | None = None
+
+    def set_reader(self, callback: Callable[[], object] | None) -> None:
+        """Name the one reader of this end: ``callback`` runs in the sending thread after a send
+        that left a message ``fileno()`` will not announce (None: no reader to wake)."""
+        self._reader = callback
+
+    def _hidden(self) -> None:
+        """Backends call this when a send (or a look for room) may hide a waiting message."""
+        reader = self._reader
+        if reader is not None:
+            reader()
 
     @abstractmethod
     def fileno(self) -> int:
@@ -248,6 +268,16 @@ class ParentEnd(_End):
     def recv_nowait(self) -> bytes | None:
         """The next payload, or None when none is ready. Malformed frames are dropped and logged."""
 
+    def recv_all(self) -> list[bytes]:
+        """Every payload ready now, in order; reading until None re-arms ``fileno()``."""
+        items: list[bytes] = []
+        recv = self.recv_nowait
+        while True:
+            item = recv()
+            if item is None:
+                return items
+            items.append(item)
+
     def check(self) -> None:
         """Raise AuthenticationError when the peer refused this end's security handshake."""
 
@@ -283,11 +313,11 @@ class ChildEnd(_End):
         """The next ``(peer, payload)``, or None. Malformed frames are dropped and logged."""
 
     def recv_all(self) -> "list[tuple[bytes, bytes]]":
-        """Every ``(peer, payload)`` ready now, in order: what a reader of this edge-triggered
-        end owes after a send that may have swallowed the wake-up of a message."""
+        """Every ``(peer, payload)`` ready now, in order; reading until None re-arms ``fileno()``."""
         items: list[tuple[bytes, bytes]] = []
+        recv = self.recv_nowait
         while True:
-            item = self.recv_nowait()
+            item = recv()
             if item is None:
                 return items
             items.append(item)

@@ -19,7 +19,8 @@ connection instead).
 
 ``fileno()`` is an eventfd (a pipe off Linux) rung when a payload arrives, when room to
 send appears, or when a peer attaches; it is cleared by ``recv_nowait`` finding nothing,
-and by a refused ``send_nowait``. The two ends of a link may be used from different threads
+and by a refused ``send_nowait`` (which then tells the reader, see ``set_reader``, when a
+payload still waits). The two ends of a link may be used from different threads
 at once (one thread per end): each end guards its queue with its own lock.
 """
 from __future__ import annotations
@@ -71,6 +72,7 @@ class _MemoryEnd:
     _is_parent: bool
     _closed: bool
     _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
+    _hidden: Callable[[], None]  # from _End: tell the reader a payload waits unannounced
     _detach_all: Callable[[], None]  # each concrete end's own
 
     def _setup(self, name: str, bind: bool, sndhwm: int, rcvhwm: int, max_message_size: int) -> None:
@@ -158,9 +160,13 @@ class _MemoryEnd:
     def _refused(self, still_blocked) -> bool:
         """A send was refused: clear the descriptor unless room appeared meanwhile. Returns False."""
         with self._lock:
+            hidden = False
             if still_blocked():
                 self._send_refused = True
                 self._unsignal()
+                hidden = bool(self._inbox)
+        if hidden:  # the cleared descriptor no longer says that a payload waits
+            self._hidden()
         return False
 
     @property

@@ -16,8 +16,9 @@ that dies are lost with it, as with ZeroMQ.
 
 Readiness: ``fileno()`` is an epoll descriptor holding the listener, every connection and
 a wake-up rung when queued output drains below the high-water mark. It is level-triggered,
-so it is readable exactly while there is something to do, which satisfies the
-edge-triggered contract of :mod:`multifrost.transports.base`.
+so it is readable exactly while there is something to do in the kernel; frames already
+taken into the process wait in an inbox, so a reader drains with ``recv_all`` and a send
+that takes frames on its way (looking for room) tells the reader (``set_reader``).
 
 Limits: a send is refused when ``sndhwm`` messages already wait in this process for room in
 the kernel buffer (which holds more, as ZeroMQ's pipes do); frames are taken from the
@@ -58,6 +59,7 @@ class _UnixEnd:
     _is_parent: bool
     drops: int
     _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
+    _hidden: Callable[[], None]  # from _End: tell the reader a message waits unannounced
 
     def _setup(self, endpoint: Endpoint, bind: bool, sndhwm: int, rcvhwm: int, max_message_size: int) -> None:
         self.endpoint = str(endpoint)
@@ -208,6 +210,13 @@ class _UnixEnd:
             drained = False
         return drained
 
+    def _look_for_room(self) -> None:
+        """A send looks at the sockets (for room, a child, a redial); frames it reads on the way
+        wait in the inbox, which the descriptor does not announce: tell the reader."""
+        self._pump()
+        if self._inbox:
+            self._hidden()
+
     def _send_on(self, conn: Connection, payload) -> bool:
         """Write one frame; False (the connection dropped, redialled when connecting) when it broke.
 
@@ -305,11 +314,11 @@ class UnixParentEnd(_UnixEnd, ParentEnd):
             raise self._closed_error()
         conn = self._conn
         if conn is None:
-            self._pump()  # accept a waiting child (bound) or redial (connecting)
+            self._look_for_room()  # accept a waiting child (bound) or redial (connecting)
             conn = self._conn
         if conn is not None:
             if conn.queued >= self._sndhwm:
-                self._pump()  # room may have appeared since the last look
+                self._look_for_room()  # room may have appeared since the last look
                 if conn.queued >= self._sndhwm:
                     return self._refuse()
             if self._send_on(conn, payload):
@@ -359,7 +368,7 @@ class UnixChildEnd(_UnixEnd, ChildEnd):
         if conn is None:
             raise TransportError(f"{self.endpoint}: unknown peer {peer!r}")
         if conn.queued >= self._sndhwm:
-            self._pump()
+            self._look_for_room()
             if conn.queued >= self._sndhwm:
                 return self._refuse()
         if not self._send_on(conn, payload):

@@ -6,10 +6,11 @@ also accepts ``[identity, payload]`` and the parent also accepts ``[payload]``; 
 shape is dropped with one log line (logger ``multifrost.transports``).
 
 Readiness: ``fileno()`` is the socket's ``ZMQ_FD``. It is edge-triggered: it signals that
-the socket's state may have changed, and any send or receive may consume the signal. Hence
-the rule in :mod:`multifrost.transports.base`: after waking and after every ``send_nowait``,
-``recv_nowait`` until None; ``recv_nowait`` uses ``NOBLOCK`` and, when a send was refused,
-reads ``ZMQ_EVENTS`` so ``writable`` tells whether room has appeared since.
+the socket's state may have changed, and any send or receive may consume the signal. The
+end keeps the rule of :mod:`multifrost.transports.base` itself: after each send it reads
+``ZMQ_EVENTS`` (which also re-arms the descriptor) and, when a message waits, calls the
+reader registered with ``set_reader``; ``recv_nowait`` uses ``NOBLOCK`` and, when a send
+was refused, reads ``ZMQ_EVENTS`` so ``writable`` tells whether room has appeared since.
 
 Backpressure: a send is refused (``send_nowait`` -> False, nothing queued) when the peer's
 pipe holds ``sndhwm`` (+ the peer's ``rcvhwm``, roughly: ZeroMQ counts both ends) messages,
@@ -47,8 +48,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import threading
 import time
 from typing import Callable
 
@@ -59,6 +58,9 @@ from zmq.utils.monitor import parse_monitor_message
 from ..errors import TransportClosed, TransportError
 from . import Curve, Endpoint
 from .base import ChildEnd, ParentEnd
+from .zeromq_context import _bind, _released, _remove_socket_file, _shared_context, shutdown, RELEASE_GRACE
+
+__all__ = ["ZmqParentEnd", "ZmqChildEnd", "shutdown", "_shared_context"]
 
 log = logging.getLogger(__name__)
 
@@ -79,40 +81,11 @@ _DIALLING = int(zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONN
 _NO_DETAIL = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 _HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) | _NO_DETAIL
 
-#: How long a bind waits for a listener this process closed itself to go away.
-_RELEASE_GRACE = 2.0
-
-_context_lock = threading.Lock()
-_context: zmq.Context | None = None
-_context_pid = 0
-#: Endpoints this process unbound recently -> until when a bind may wait for them.
-_released: dict[str, float] = {}
-
-
-def _shared_context() -> zmq.Context:
-    """One context per process (inproc needs it); a forked child makes its own."""
-    global _context, _context_pid
-    with _context_lock:
-        if _context is None or _context_pid != os.getpid():
-            _context = zmq.Context()
-            _context_pid = os.getpid()
-        return _context
-
-
-def shutdown() -> None:
-    """Terminate this process's context: blocks until messages closed ends left queued
-    (within their linger) have gone. Call it last, before the process exits."""
-    global _context
-    with _context_lock:
-        if _context is not None and _context_pid == os.getpid():
-            _context.term()
-        _context = None
-
-
 class _ZmqEnd:
     """Socket setup, bind/connect, fileno and close shared by both ZeroMQ ends."""
 
     _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
+    _reader: Callable[[], object] | None  # from _End: who to wake when a send hides a message
 
     def _open(self, socket_type: int, endpoint: Endpoint, bind: bool,
               sndhwm: int, rcvhwm: int, max_message_size: int, curve: Curve | None = None) -> None:
@@ -195,6 +168,11 @@ class _ZmqEnd:
             self._send_refused = False
         return events & _POLLIN
 
+    def _after_send(self) -> None:
+        """A send takes the descriptor's edge with it: if a message now waits, tell the reader."""
+        if self._reader is not None and self._get(_EVENTS) & _POLLIN:
+            self._reader()
+
     def _watch_connections(self) -> None:
         """Read the monitor: count dropped connections. After a drop libzmq dials again by itself
         (a CONNECT_DELAYED/RETRIED or CONNECTED event follows) except after a protocol error, such
@@ -268,39 +246,9 @@ class _ZmqEnd:
         self._release_zap()
         self._sock.close(linger=int(linger * 1000))
         if self._bound:
-            _released[self.endpoint] = time.monotonic() + _RELEASE_GRACE
+            _released[self.endpoint] = time.monotonic() + RELEASE_GRACE
             if self.endpoint.startswith("ipc://"):
                 _remove_socket_file(self.endpoint[len("ipc://"):])
-
-
-def _bind(sock: zmq.Socket, endpoint: Endpoint) -> str:
-    """Bind, asking ZeroMQ for a free port when the port is 0; returns the resolved endpoint."""
-    url = str(endpoint)
-    if endpoint.scheme == "tcp" and endpoint.port == 0:
-        host = f"[{endpoint.host}]" if ":" in (endpoint.host or "") else endpoint.host
-        sock.bind(f"tcp://{host}:*")
-    else:
-        until = _released.get(url)
-        while True:
-            try:
-                sock.bind(url)
-                break
-            except _ZMQError as exc:
-                if exc.errno != errno.EADDRINUSE or until is None or time.monotonic() > until:
-                    raise
-                time.sleep(0.002)  # our own listener at this address is still closing
-        _released.pop(url, None)
-    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
-
-
-def _remove_socket_file(path: str) -> None:
-    """Remove a closed ipc listener's socket file (libzmq 4.3 leaves it behind)."""
-    if path.startswith("@"):  # Linux abstract namespace: no file
-        return
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class ZmqParentEnd(_ZmqEnd, ParentEnd):
@@ -314,19 +262,15 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
     def send_nowait(self, payload: bytes) -> bool:
         try:
             self._send(b"", _MORE_NOBLOCK)
-        except _Again:
-            self._send_refused = True
-            return False
-        except _ZMQError as exc:
-            raise self._error(exc) from exc
-        try:
             self._send(payload, _NOBLOCK)
-        except _Again:  # the pipe went away between the frames; libzmq dropped the partial message
+        except _Again:  # at the mark (or the pipe went away between the frames: libzmq dropped the part)
             self._send_refused = True
+            self._after_send()
             return False
         except _ZMQError as exc:
             raise self._error(exc) from exc
         self._send_refused = False
+        self._after_send()
         return True
 
     def recv_nowait(self) -> bytes | None:
@@ -364,6 +308,7 @@ class ZmqChildEnd(_ZmqEnd, ChildEnd):
             send(peer, _MORE_NOBLOCK)
         except _Again:
             self._send_refused = True
+            self._after_send()
             return False
         except _ZMQError as exc:
             if exc.errno == errno.EHOSTUNREACH and not self._closed:
@@ -373,6 +318,7 @@ class ZmqChildEnd(_ZmqEnd, ChildEnd):
         send(b"", _SNDMORE)
         send(payload)
         self._send_refused = False
+        self._after_send()
         return True
 
     def recv_nowait(self) -> "tuple[bytes, bytes] | None":

@@ -405,3 +405,73 @@ def test_recv_all_takes_everything_ready_in_order(ends):
     wait_until(lambda: got.extend(child.recv_all()) or len(got) >= 50)
     assert [payload for _, payload in got] == [b"%d" % i for i in range(50)]
     assert len({peer for peer, _ in got}) == 1 and child.recv_all() == []
+
+
+def test_parent_recv_all_takes_everything_ready_in_order(ends):
+    parent, child = ends.pair()
+    assert parent.recv_all() == []
+    parent.send_blocking(b"hello", timeout=DEADLINE)
+    peer, _ = child.recv_blocking(timeout=DEADLINE)
+    for i in range(50):
+        child.send_blocking(peer, b"%d" % i, timeout=DEADLINE)
+    got: list = []
+    wait_until(lambda: got.extend(parent.recv_all()) or len(got) >= 50)
+    assert got == [b"%d" % i for i in range(50)] and parent.recv_all() == []
+
+
+def _readable(end) -> bool:
+    return bool(select.select([end.fileno()], [], [], 0)[0])
+
+
+def _send_while_a_message_waits(receiver, send) -> bool:
+    """Send from ``receiver`` while a message is on its way to it (or there already): the
+    message is announced afterwards, by ``fileno()`` or by the reader callback (``set_reader``),
+    never swallowed by the send. (Without the end's rule a ZeroMQ end stays silent for ever.)"""
+    woken: list = []
+    receiver.set_reader(lambda: woken.append(True))
+    wait_until(lambda: _readable(receiver))
+    send()
+    wait_until(lambda: bool(woken) or _readable(receiver), timeout=5)
+    return True
+
+
+def test_a_child_send_never_hides_a_waiting_message(ends):
+    """The readiness rule lives in the end: after a send, a waiting message is announced."""
+    parent, child = ends.pair()
+    parent.send_blocking(b"hello", timeout=DEADLINE)
+    peer, _ = child.recv_blocking(timeout=DEADLINE)
+    assert child.recv_all() == []
+    for i in range(20):
+        assert parent.send_nowait(b"m%d" % i)
+        assert _send_while_a_message_waits(child, lambda: child.send_nowait(peer, b"r%d" % i))
+        assert child.recv_all() == [(peer, b"m%d" % i)]
+    child.set_reader(None)
+
+
+def test_a_parent_send_never_hides_a_waiting_reply(ends):
+    parent, child = ends.pair()
+    parent.send_blocking(b"hello", timeout=DEADLINE)
+    peer, _ = child.recv_blocking(timeout=DEADLINE)
+    assert parent.recv_all() == []  # a reader that drained: from here fileno() announces arrivals
+    sent = 0
+    for i in range(20):
+        assert child.send_nowait(peer, b"r%d" % i)
+        assert _send_while_a_message_waits(parent, lambda: parent.send_nowait(b"m%d" % i))
+        assert parent.recv_all() == [b"r%d" % i]
+        sent += 1
+    got: list = []
+    wait_until(lambda: got.extend(child.recv_all()) or len(got) >= sent)
+    assert [payload for _, payload in got] == [b"m%d" % i for i in range(sent)]
+
+
+def test_a_refused_send_never_hides_a_waiting_reply(ends):
+    """A send refused at the high-water mark looks at the end too; a reply waiting stays announced."""
+    parent, child = ends.pair(sndhwm=4, rcvhwm=4)
+    parent.send_blocking(b"hello", timeout=DEADLINE)
+    peer, _ = child.recv_blocking(timeout=DEADLINE)
+    assert parent.recv_all() == []  # a reader that drained: from here fileno() announces arrivals
+    payload = b"p" * 65536
+    fill(lambda: parent.send_blocking(payload, timeout=0.2))  # the child does not read: sends are refused now
+    assert child.send_nowait(peer, b"reply")
+    assert _send_while_a_message_waits(parent, lambda: parent.send_nowait(payload) and False)
+    wait_until(lambda: parent.recv_all() == [b"reply"])

@@ -1,0 +1,386 @@
+"""The sync call channel: blocking calls from any number of threads over one ParentEnd.
+
+Leader/follower: a calling thread sends under the channel's lock, then waits. The first
+waiting thread takes the lead and is then the only reader of the end: it polls the end's
+descriptor (and a wake-up rung by the end when a send hid a reply, or by ``interrupt``),
+takes every reply ready in one pass and hands each to its waiter. Other threads are
+followers: they never touch the socket and sleep on their own lock until their reply is
+in or the lead is handed to them. One thread calling pays no thread hop. See shared
+PERFORMANCE.md (design F).
+"""
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import protocol
+from .channel_base import SEND_RETRY, OutputHandler, _Channel
+from .codec import Limits
+from .errors import CallTimeoutError, MultifrostError, TransportClosed
+from .transports import ParentEnd
+from .transports.base import Wakeup
+
+if TYPE_CHECKING:
+    from .streams import _StreamState
+
+
+class _Waiter:
+    """A sync caller's slot: the outcome, and a lock that is released to wake it."""
+
+    __slots__ = ("message", "error", "done", "sleeping", "wake")
+
+    def __init__(self) -> None:
+        self.message: protocol.Message | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.sleeping = False
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+    def outcome(self) -> protocol.Message:
+        if self.error is not None:
+            raise self.error
+        return self.message  # type: ignore[return-value]  # done without an error: the reply is there
+
+
+class SignallingWaiter(_Waiter):
+    """A waiter for a thread that is not waiting on it (the sync supervisor's heartbeat): when
+    its outcome arrives it notes the time and writes a byte to ``fd`` to wake that thread.
+
+    ``done`` is a property here only, so ordinary calls pay nothing for it.
+    """
+
+    __slots__ = ("fd", "arrived")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.arrived: float | None = None
+        super().__init__()
+
+    @property
+    def done(self) -> bool:
+        return _Waiter.done.__get__(self)  # type: ignore[misc,attr-defined]  # the slot's descriptor
+
+    @done.setter
+    def done(self, value: bool) -> None:
+        _Waiter.done.__set__(self, value)  # type: ignore[misc,attr-defined]
+        if value:
+            self.arrived = time.time()
+            try:
+                os.write(self.fd, b"x")
+            except OSError:
+                pass
+
+
+class SyncChannel(_Channel):
+    """Blocking calls from any number of threads; the thread that leads is the only reader."""
+
+    def __init__(self, end: ParentEnd, on_output: OutputHandler, limits: Limits | None = None) -> None:
+        super().__init__(end, on_output, limits)
+        #: Guards the pending table, the streams, the followers, the lead, and each socket operation.
+        self._lock = threading.Lock()
+        self._leading = False
+        self._closed = False
+        self._followers: list[_Waiter] = []
+        self._wake: Wakeup | None = Wakeup()
+        self._wake_fd = self._wake.fd
+        self._poller = select.poll()
+        self._poller.register(end.fileno(), select.POLLIN)
+        self._poller.register(self._wake_fd, select.POLLIN)
+        self._later: deque = deque()  # issue 15: (stream id, payload) left by finalizers, see post_soon
+        end.set_reader(self.interrupt)  # a send that hid a reply wakes whoever leads (or will)
+
+    def submit(self, msg_id: str, payload: bytes, waiter_factory: Callable[[], _Waiter] = _Waiter,
+               ) -> tuple[_Waiter, bool]:
+        """Register a request and try to send it; returns its waiter and whether it went out."""
+        waiter = waiter_factory()
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            self._pending[msg_id] = waiter
+            return waiter, self._put(payload)
+
+    # -- issue 15 hooks: control messages and streams -----------------------------------------
+
+    def post(self, payload: bytes) -> bool:
+        """Send a message that expects no reply (CANCEL, CREDIT, a stream's CALL); False when refused."""
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            return self._put(payload)
+
+    def post_soon(self, msg_id: str, payload: bytes) -> None:
+        """From a finalizer (a stream garbage-collected): forget stream ``msg_id`` and send
+        ``payload`` without waiting for the lock, which this very thread may hold; when it is
+        taken, the next pass of a reader does both."""
+        if not self._lock.acquire(blocking=False):
+            self._later.append((msg_id, payload))
+            self.interrupt()
+            return
+        try:
+            self._later.append((msg_id, payload))
+            self._post_later_locked()
+        finally:
+            self._lock.release()
+
+    def _post_later_locked(self) -> None:
+        while self._later:
+            msg_id, payload = self._later.popleft()
+            self.streams.pop(msg_id, None)
+            if self._failure is None:
+                self._put(payload)
+
+    def add_stream(self, msg_id: str, stream: _StreamState) -> None:
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            self.streams[msg_id] = stream
+
+    def drop_stream(self, msg_id: str) -> None:
+        with self._lock:
+            self.streams.pop(msg_id, None)
+
+    def next_in(self, stream: _StreamState, deadline: float | None, what: str) -> Any:
+        """The next item of ``stream``, waiting until ``deadline``; its end raises (see _StreamState.take)."""
+        while True:
+            with self._lock:
+                if stream.ready():
+                    return stream.take()
+                waiter = stream.waiter = _Waiter()
+            try:
+                self._wait(waiter, deadline, what)
+            finally:
+                with self._lock:
+                    if stream.waiter is waiter:
+                        stream.waiter = None
+
+    def forget(self, msg_id: str) -> None:
+        """Stop waiting for ``msg_id`` (timed out): a late reply is then dropped."""
+        with self._lock:
+            self._pending.pop(msg_id, None)
+
+    def request(self, msg_id: str, payload: bytes, timeout: float | None, what: str) -> protocol.Message:
+        """Send ``payload`` and wait for the reply carrying ``msg_id``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiter, sent = self.submit(msg_id, payload)
+        try:
+            if not sent:
+                self._send_when_ready(waiter, payload, deadline, what)
+            self._wait(waiter, deadline, what)
+        finally:
+            if not waiter.done:
+                self.forget(msg_id)
+        return waiter.outcome()
+
+    def _send_when_ready(self, waiter: _Waiter, payload: bytes, deadline: float | None, what: str) -> None:
+        """The high-water mark (or no peer yet) refused the send: retry every ``SEND_RETRY`` s
+        until it goes, the call ends, or time is up (no descriptors: the end may close meanwhile)."""
+        while True:
+            with self._lock:
+                if waiter.done or self._put(payload):
+                    return
+            remaining = _remaining(deadline)
+            if remaining is not None and remaining <= 0:
+                raise CallTimeoutError(f"{what}: could not send within the timeout (the worker is not reading)")
+            time.sleep(SEND_RETRY if remaining is None else min(SEND_RETRY, remaining))
+
+    # -- the lead ---------------------------------------------------------------------------
+
+    def _wait(self, waiter: _Waiter, deadline: float | None, what: str) -> None:
+        while True:
+            with self._lock:
+                if waiter.done:
+                    return
+                lead = not self._leading
+                if lead:
+                    self._leading = True
+                else:
+                    waiter.sleeping = True
+                    self._followers.append(waiter)
+            if lead:
+                try:
+                    self._lead(waiter, deadline)
+                finally:
+                    self._step_down()
+                if not waiter.done:
+                    raise CallTimeoutError(f"{what} timed out")
+                return
+            remaining = _remaining(deadline)
+            if waiter.wake.acquire(timeout=-1 if remaining is None else max(remaining, 0)):
+                if waiter.done:  # set before the wake-up was released: no lock needed to see it
+                    return
+                continue  # promoted to lead
+            with self._lock:
+                if waiter.sleeping:  # nobody woke us: time is up
+                    waiter.sleeping = False
+                    self._followers.remove(waiter)
+                    if not waiter.done:
+                        raise CallTimeoutError(f"{what} timed out")
+                    return
+            waiter.wake.acquire()  # a wake-up raced the timeout: take it
+
+    def _lead(self, waiter: _Waiter, deadline: float | None) -> None:
+        """Poll the end and hand out replies until ours is in or time is up."""
+        poll = self._poller.poll
+        wake_fd = self._wake_fd
+        while not waiter.done:
+            remaining = _remaining(deadline)
+            if remaining is not None and remaining <= 0:
+                return
+            for fd, _ in poll(None if remaining is None else _ms(remaining)):
+                if fd == wake_fd:
+                    self._clear_wake()
+            self._read_pass()
+
+    def _read_pass(self) -> None:
+        """One pass of the reader (who holds the lead): take every reply and hand out output."""
+        outputs: list = []
+        with self._lock:
+            if self._failure is None:  # else the channel is finished and its end may be closed
+                if self._later:  # issue 15: what finalizers left to send
+                    self._post_later_locked()
+                self._take_all(outputs)
+        if outputs:
+            self._hand_out(outputs)
+
+    def _take_lead(self) -> bool:
+        with self._lock:
+            if self._leading:
+                return False
+            self._leading = True
+            return True
+
+    def _step_down(self) -> None:
+        with self._lock:
+            self._leading = False
+            if self._closed:
+                self._close_wake_locked()
+            else:
+                self._promote_locked()
+
+    def _promote_locked(self) -> None:
+        """Wake one sleeping follower so that it takes the lead."""
+        while self._followers:
+            follower = self._followers.pop()
+            if follower.sleeping:
+                follower.sleeping = False
+                follower.wake.release()
+                return
+
+    def _resolve(self, waiter: _Waiter, message: protocol.Message) -> None:
+        waiter.message = message
+        self._finish_locked(waiter)
+
+    def _fail(self, waiter: _Waiter, error: MultifrostError) -> None:
+        waiter.error = error
+        self._finish_locked(waiter)
+
+    def _finish_locked(self, waiter: _Waiter) -> None:
+        waiter.done = True
+        if waiter.sleeping:
+            waiter.sleeping = False
+            self._followers.remove(waiter)
+            waiter.wake.release()
+
+    # -- while no caller leads ----------------------------------------------------------------
+
+    def poll_idle(self, timeout: float, fds: list[int]) -> set[int]:
+        """For a supervisor thread: wait on ``fds`` and, while no caller leads, on the end.
+
+        Output and heartbeat echoes that arrive while nobody calls are handed out here (the
+        supervisor takes the lead for that pass). Returns which of ``fds`` are readable.
+        """
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        watch = (self.end.fileno(), self._wake_fd)
+        watch_end = not self._leading and self._wake is not None
+        if watch_end:
+            for fd in watch:
+                poller.register(fd, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(_ms(timeout))}
+        if watch_end and ready & set(watch):
+            self.drain()
+        return ready & set(fds)
+
+    def drain(self) -> None:
+        """Hand out every message waiting on the end now: read it here when no caller leads
+        (a leader, if there is one, is woken by the same descriptors and reads it)."""
+        if not self._take_lead():
+            return
+        try:
+            self._clear_wake()
+            self._read_pass()
+        finally:
+            self._step_down()
+
+    def fail_all(self, error: MultifrostError, *, final: bool = False) -> None:
+        """Fail every call in flight with ``error`` (crash, close); ``final`` fails later calls too."""
+        with self._lock:
+            if final:
+                self._failure = error
+            pending, self._pending = self._pending, {}
+            for waiter in pending.values():
+                self._fail(waiter, error)
+            for msg_id in list(self.streams):
+                self._end_stream(msg_id, error)
+        self.interrupt()
+
+    def interrupt(self) -> None:
+        """Wake the leader (and an idle supervisor) so that they look at the end again."""
+        wake = self._wake
+        if wake is not None:
+            try:
+                wake.ring()
+            except OSError:  # closed meanwhile
+                pass
+
+    def _clear_wake(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            try:
+                wake.clear()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Release the channel; later calls fail with why it ended (a crash, say), else TransportClosed.
+
+        A leader may still be on its way into poll() on the wake-up: closing it under it would
+        let the descriptor number be reused and the wake-up lost, so the leader closes it
+        itself when it steps down.
+        """
+        self.fail_all(self._failure or TransportClosed("the worker was closed"), final=True)
+        with self._lock:
+            self._closed = True
+            self.end.set_reader(None)
+            if self._leading:
+                return
+            self._close_wake_locked()
+
+    def _close_wake_locked(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.close()
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _ms(seconds: float) -> int:
+    """select.poll takes whole milliseconds; round up so that a short wait is not a busy loop."""
+    return max(0, int(seconds * 1000 + 0.999))
+
+
+def read_all(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
