@@ -1,12 +1,14 @@
 """ChildWorker: the worker side. Subclass it, define methods, call ``run()``.
 
-The child serves one ChildEnd (ROUTER semantics) on an asyncio loop: the loop drains the
-socket when its fd wakes, answers heartbeats at once, runs ``async def`` methods as tasks,
-and runs a plain method inline, which saves the two thread hops a pool would cost on
-every call. A watchdog thread keeps the worker responsive when a plain method blocks:
-once the loop has been busy in one method for ``TAKEOVER`` seconds, the watchdog reads
-the socket itself, echoes heartbeats, runs further plain calls on a bounded thread pool
-and queues async ones for the loop, until the method returns.
+The child serves one ChildEnd (ROUTER semantics) on an asyncio loop. One path leads from a
+readable socket to a dispatched call, whatever then runs the method: the reader
+(``_serve_ready``) takes one message at a time and ``_dispatch`` routes it; a CALL goes to
+``_start``, which picks the runner: an ``async def`` method runs as a task, a plain method
+that was quick last time runs inline on the loop (saving the two thread hops a pool costs
+on every call), any other on a bounded thread pool. A watchdog thread keeps the worker
+responsive when an inline method blocks: once the loop has been busy in one method for
+``TAKEOVER`` seconds, the watchdog runs the same reader until the method returns (further
+plain calls then go to the pool, async ones to the loop). Sends go through ``child_io``.
 """
 from __future__ import annotations
 
@@ -17,12 +19,12 @@ import os
 import select
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from . import protocol, wire
 from .child_ext import TAKEN, WorkerExtensions
+from .child_io import ChildIO
 from .child_shutdown import abandon_in_flight, finish_in_flight
 from .child_methods import Gone, error_payload, resolve, result_payload
 from .codec import Limits, pack_message, unpack_message
@@ -36,7 +38,6 @@ from .wire import DEBUG, wire_debug
 log = logging.getLogger(__name__)
 
 TAKEOVER = 0.01  # seconds a plain method may hold the loop before the watchdog serves the socket
-_HELD_RETRY = 0.1  # seconds: held replies are retried on every wake-up, and at least this often
 
 
 class ChildWorker:
@@ -73,8 +74,8 @@ class ChildWorker:
         self.shutdown_grace = shutdown_grace
         self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._functions: dict[str, tuple[Callable, bool]] = {}
-        self._io_lock = threading.RLock()
-        self._end: ChildEnd | None = None
+        self._io = ChildIO(max_held_bytes)
+        self._held: HeldReplies = self._io.held  # replies to peers that are not reading
         # serve() sets these three; stop() alone may see them None (before the first serve())
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._loop_thread: int | None = None
@@ -82,14 +83,10 @@ class ChildWorker:
         self._stop_asked = False  # stop() came before serve() had a loop
         self._serving = threading.Event()
         self._watch_stop = threading.Event()
-        self._draining = False
         self._tasks: set[asyncio.Task] = set()
         self._pool_calls: dict[Future, tuple[bytes, str]] = {}  # -> (peer, msg_id)
         self._stuck_calls = 0  # plain calls still running when serve() returned
         self._pool: ThreadPoolExecutor = None  # type: ignore[assignment]
-        self._held = HeldReplies(max_held_bytes)  # replies to peers that are not reading
-        self._held_retry: asyncio.TimerHandle | None = None
-        self._early_output: deque[bytes] = deque(maxlen=1000)
         self._inline_since: float | None = None
         self._quick: set[Callable] = set()  # plain methods whose last run was quick: run inline
         self._ext = WorkerExtensions(self)  # issue 15: cancel, deadlines, trace context, streams
@@ -128,29 +125,31 @@ class ChildWorker:
         self._stopping = asyncio.Event()
         if self._stop_asked:
             self._stopping.set()
-        self._end = end
         self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="multifrost-call")
         self._serving.set()
         self._watch_stop.clear()
-        watchdog = threading.Thread(target=self._watch, args=(end,), name="multifrost-watchdog", daemon=True)
+        self._io.attach(end, self._loop, self._on_readable)
+        wakeup = self._io.wakeup
+        assert wakeup is not None  # attach made it
+        watchdog = threading.Thread(target=self._watch, args=(end.fileno(), wakeup.fd), name="multifrost-watchdog",
+                                    daemon=True)
         watchdog.start()
-        fd = end.fileno()
-        self._loop.add_reader(fd, self._drain)
+        fds = (end.fileno(), wakeup.fd)
+        for fd in fds:
+            self._loop.add_reader(fd, self._on_readable)
         try:
-            self._drain()
+            self._on_readable()
             await self._stopping.wait()
             await finish_in_flight(self)
         finally:
-            self._loop.remove_reader(fd)
+            for fd in fds:
+                self._loop.remove_reader(fd)
             self._serving.clear()
             self._watch_stop.set()
             watchdog.join()
             await abandon_in_flight(self)
             self._pool.shutdown(wait=False, cancel_futures=True)
-            if self._held_retry is not None:
-                self._held_retry.cancel()
-                self._held_retry = None
-            self._end = None
+            self._io.detach()
             self._stop_asked = False
 
     def stop(self) -> None:
@@ -165,57 +164,50 @@ class ChildWorker:
         else:
             loop.call_soon_threadsafe(stopping.set)
 
-    def _watch(self, end: ChildEnd) -> None:
-        """Watchdog thread: serve the socket while a plain method holds the loop."""
+    def _watch(self, end_fd: int, wakeup_fd: int) -> None:
+        """Watchdog thread: run the reader while an inline method holds the loop."""
         poller = select.poll()
-        poller.register(end.fileno(), select.POLLIN)
+        poller.register(end_fd, select.POLLIN)
+        poller.register(wakeup_fd, select.POLLIN)
         while self._serving.is_set():
             since = self._inline_since
             if since is None or time.monotonic() - since < TAKEOVER:
                 if self._watch_stop.wait(TAKEOVER):
                     return
                 continue
-            with self._io_lock:
-                items = end.recv_all()
-            for peer, payload in items:
-                self._handle(peer, payload, on_loop=False)
+            self._io.pass_started()
+            self._serve_ready()
             poller.poll(TAKEOVER * 1000)
 
-    # -- receiving -------------------------------------------------------------------------
+    # -- receiving: the one path from a readable socket to a dispatched call -------------------
 
-    def _drain(self) -> None:
-        """Reader callback: handle messages one at a time (so none waits behind a slow
-        method in a local batch), then retry replies held at the high-water mark."""
-        end = self._end
-        self._draining = True
+    def _on_readable(self) -> None:
+        """The loop's reader callback (end or wake-up readable, or a send hid a message): a pass
+        of the reader, then retry held replies and send output that waited for a parent."""
+        io = self._io
+        io.pass_started()
+        io.reading = True
         try:
-            while end is not None:
-                with self._io_lock:
-                    item = end.recv_nowait()
-                if item is None:
-                    break
-                self._handle(item[0], item[1], on_loop=True)
-                end = self._end
+            self._serve_ready()
         finally:
-            self._draining = False
-        if self._held and end is not None:
-            with self._io_lock:
-                self._held.flush(end)
-            self._arm_held_retry()
-        if self._early_output and end is not None and end.peers:
-            early, self._early_output = list(self._early_output), deque(maxlen=1000)
-            with self._io_lock:
-                for payload in early:
-                    self._send_all(end, payload)
+            io.reading = False
+        for payload in io.after_pass():
+            if wire_debug(DEBUG):
+                wire.note(self._wire, "sent", payload, "every parent")
 
-    def _handle_batch(self, items: list) -> None:
-        """On the loop: messages another thread read. Only the last may run inline."""
-        last = len(items) - 1
-        for i, (peer, payload) in enumerate(items):
-            self._handle(peer, payload, on_loop=True, inline=i == last)
+    def _serve_ready(self) -> None:
+        """The reader: dispatch messages one at a time until none is ready (so that none waits
+        behind a slow method in a local batch). Runs on the loop, or in the watchdog while an
+        inline method holds the loop."""
+        take = self._io.take
+        while True:
+            item = take()
+            if item is None:
+                return
+            self._dispatch(item[0], item[1])
 
-    def _handle(self, peer: bytes, payload: bytes, *, on_loop: bool, inline: bool = True) -> None:
-        """Dispatch one message. Nothing a peer sends may stop the loop (or the watchdog):
+    def _dispatch(self, peer: bytes, payload: bytes) -> None:
+        """Route one message. Nothing a peer sends may stop the loop (or the watchdog):
         whatever fails here drops that message with one log line."""
         try:
             message = protocol.parse(unpack_message(payload, self.limits))
@@ -223,7 +215,7 @@ class ChildWorker:
                 wire.note(self._wire, "received", payload, peer.hex(), message.raw)
             kind = message.type
             if kind == protocol.CALL:
-                self._on_call(peer, message, on_loop, inline)
+                self._on_call(peer, message)
             elif kind == protocol.HEARTBEAT:
                 self._send(peer, pack_message(announce(protocol.heartbeat_echo(message))))
             elif kind == protocol.CANCEL or kind == protocol.CREDIT:  # issue 15 extensions
@@ -241,7 +233,7 @@ class ChildWorker:
         except Exception as exc:  # e.g. a heartbeat whose metadata cannot be echoed
             log.warning("dropped a message from peer %s: %s: %s", peer.hex(), type(exc).__name__, exc)
 
-    def _on_call(self, peer: bytes, message: protocol.Message, on_loop: bool, inline: bool) -> None:
+    def _on_call(self, peer: bytes, message: protocol.Message) -> None:
         if message.namespace != self.namespace:
             log.debug("ignored a call for namespace %r", message.namespace)
             return
@@ -270,12 +262,18 @@ class ChildWorker:
             if taken is TAKEN:
                 return
             fn, is_async, context = taken
+        self._start(peer, msg_id, fn, is_async, args, context)
+
+    def _start(self, peer: bytes, msg_id: str, fn: Callable, is_async: bool, args: list, context: Any) -> None:
+        """Pick the runner: a task for ``async def``; inline on the loop for a plain method that
+        was quick last time (while the loop is not held already); the pool for any other."""
+        on_loop = threading.get_ident() == self._loop_thread
         if is_async:
             if on_loop:
                 self._start_task(peer, msg_id, fn, args, context)
             else:
                 self._loop.call_soon_threadsafe(self._start_task, peer, msg_id, fn, args, context)
-        elif on_loop and inline and fn in self._quick and self._inline_since is None:
+        elif on_loop and fn in self._quick and self._inline_since is None:
             self._run_inline(peer, msg_id, fn, args, context)
         else:
             future = self._pool.submit(self._run_in_pool, peer, msg_id, fn, args, context)
@@ -342,69 +340,16 @@ class ChildWorker:
         self._send(peer, pack_message(protocol.error(msg_id, text)))
 
     def _send(self, peer: bytes, payload: bytes) -> None:
-        """Send one reply; hold it while the peer is not reading (within ``max_held_bytes``)."""
+        """Send one reply from any thread; held while the peer is not reading (``max_held_bytes``)."""
         if wire_debug(DEBUG):
             wire.note(self._wire, "sent", payload, peer.hex())
-        def send(end: ChildEnd) -> None:
-            self._held.send(end, peer, payload)
-        self._with_end(send)
-        if self._held and self._end is not None:
-            if threading.get_ident() == self._loop_thread:
-                self._arm_held_retry()
-            else:
-                self._loop.call_soon_threadsafe(self._arm_held_retry)
-
-    def _arm_held_retry(self) -> None:
-        """On the loop: look at held replies again soon, in case no wake-up says there is room."""
-        if self._held and self._held_retry is None:
-            self._held_retry = self._loop.call_later(_HELD_RETRY, self._held_retry_due)
-
-    def _held_retry_due(self) -> None:
-        self._held_retry = None
-        self._drain()
+        self._io.send(peer, payload)
 
     def send_output(self, stream: str, text: str) -> None:
         """Send printed text to every parent this worker has heard from (best effort)."""
         payload = pack_message(protocol.output(stream, text))
-        if self._end is None:
-            self._early_output.append(payload)
-            return
-
-        def send(end: ChildEnd) -> None:
-            if end.peers:
-                self._send_all(end, payload)
-            else:
-                self._early_output.append(payload)  # nobody to send to yet: keep it
-        self._with_end(send)
-
-    def _send_all(self, end: ChildEnd, payload: bytes) -> None:
-        end.send_all(payload)
-        if wire_debug(DEBUG):
+        if self._io.send_output(payload) and wire_debug(DEBUG):
             wire.note(self._wire, "sent", payload, "every parent")
-
-    def _with_end(self, operation: Callable[[ChildEnd], Any]) -> None:
-        """Run a send under the I/O lock, from any thread, and keep the edge-triggered fd honest.
-
-        A send may swallow the wake-up of a message that arrived meanwhile. On the loop
-        thread, a drain is scheduled; elsewhere the sender reads what is ready and hands
-        it on (handling it itself while the loop is busy in a method).
-        """
-        end = self._end
-        if end is None:
-            return
-        on_loop = threading.get_ident() == self._loop_thread
-        with self._io_lock:
-            operation(end)
-            items = [] if on_loop else end.recv_all()
-        if on_loop:
-            if not self._draining:  # a running drain reads again anyway
-                self._loop.call_soon(self._drain)
-        elif items:
-            if self._inline_since is not None:
-                for peer, payload in items:
-                    self._handle(peer, payload, on_loop=False)
-            else:
-                self._loop.call_soon_threadsafe(self._handle_batch, items)
 
 
 async def _await(awaitable):

@@ -1,0 +1,146 @@
+"""The worker's socket: sends from any thread, replies held for peers that are not reading,
+output sent before anyone listened, and waking the one reader when a send hid a message.
+
+A ChildEnd is not thread-safe, and replies leave from the loop, from pool threads and from
+the watchdog: every socket operation takes ``lock``. Reading is the worker's (its reader,
+``ChildWorker._serve_ready``); this module only tells it when to look again: the end calls
+``_hidden`` after a send that hid a message (see ``ChildEnd.set_reader``), and the reader
+is then scheduled on the loop, or woken through ``wakeup`` from another thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from typing import Callable
+
+from .held import HeldReplies
+from .transports import ChildEnd
+from .transports.base import Wakeup
+
+HELD_RETRY = 0.1  # seconds: held replies are retried on every pass of the reader, and at least this often
+EARLY_OUTPUT = 1000  # output lines kept while no parent has been heard from
+
+
+class ChildIO:
+    """One serving worker's end, and what waits to be sent on it."""
+
+    def __init__(self, max_held_bytes: int) -> None:
+        self.lock = threading.RLock()
+        self.held = HeldReplies(max_held_bytes)  # replies to peers that are not reading
+        self.end: ChildEnd | None = None
+        self.reading = False  # the loop is in a pass of the reader: it will look again anyway
+        self.wakeup: Wakeup | None = None  # rung by other threads for the reader
+        self._early: deque[bytes] = deque(maxlen=EARLY_OUTPUT)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._reader: Callable[[], None] = _nothing
+        self._pass_due = False
+        self._retry: asyncio.TimerHandle | None = None
+
+    def attach(self, end: ChildEnd, loop: asyncio.AbstractEventLoop, reader: Callable[[], None]) -> None:
+        """Serve ``end`` on ``loop`` (its thread calls this); ``reader`` is the reader's pass."""
+        self._loop, self._loop_thread, self._reader = loop, threading.get_ident(), reader
+        self.wakeup = Wakeup()
+        self.end = end
+        end.set_reader(self._hidden)
+
+    def detach(self) -> None:
+        """Stop serving: forget the end (it stays open for the runner to close) and the timer."""
+        end, self.end = self.end, None
+        if end is not None:
+            end.set_reader(None)
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        wakeup, self.wakeup = self.wakeup, None
+        if wakeup is not None:
+            wakeup.close()
+
+    def take(self) -> tuple[bytes, bytes] | None:
+        """The next ``(peer, payload)`` for the reader, or None."""
+        end = self.end
+        if end is None:
+            return None
+        with self.lock:
+            return end.recv_nowait()
+
+    def pass_started(self) -> None:
+        """The reader begins a pass: what rang for it is seen now."""
+        self._pass_due = False
+        wakeup = self.wakeup
+        if wakeup is not None:
+            wakeup.clear()
+
+    def _hidden(self) -> None:
+        """The end says a send hid a message: make the reader look (from any thread)."""
+        if threading.get_ident() == self._loop_thread:
+            if not self.reading and not self._pass_due and self._loop is not None:
+                self._pass_due = True
+                self._loop.call_soon(self._reader)
+        else:
+            wakeup = self.wakeup
+            if wakeup is not None:
+                try:
+                    wakeup.ring()
+                except OSError:  # closed meanwhile: the worker stopped
+                    pass
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(self, peer: bytes, payload: bytes) -> None:
+        """Send one reply from any thread; hold it while the peer is not reading."""
+        end = self.end
+        if end is None:
+            return
+        with self.lock:
+            self.held.send(end, peer, payload)
+        if self.held:
+            if threading.get_ident() == self._loop_thread:
+                self.arm_retry()
+            elif self._loop is not None:
+                self._loop.call_soon_threadsafe(self.arm_retry)
+
+    def send_output(self, payload: bytes) -> bool:
+        """Send to every parent heard from; kept for later while there is none. False: kept."""
+        end = self.end
+        if end is None:
+            self._early.append(payload)
+            return False
+        with self.lock:
+            if not end.peers:
+                self._early.append(payload)
+                return False
+            end.send_all(payload)
+        return True
+
+    def after_pass(self) -> list[bytes]:
+        """On the loop, after a pass of the reader: retry held replies; returns early output
+        that can go now (every parent heard from gets it)."""
+        end = self.end
+        if end is None:
+            return []
+        if self.held:
+            with self.lock:
+                self.held.flush(end)
+            self.arm_retry()
+        if self._early and end.peers:
+            early, self._early = list(self._early), deque(maxlen=EARLY_OUTPUT)
+            with self.lock:
+                for payload in early:
+                    end.send_all(payload)
+            return early
+        return []
+
+    def arm_retry(self) -> None:
+        """On the loop: look at held replies again soon, in case no wake-up says there is room."""
+        if self.held and self._retry is None and self._loop is not None and self.end is not None:
+            self._retry = self._loop.call_later(HELD_RETRY, self._retry_due)
+
+    def _retry_due(self) -> None:
+        self._retry = None
+        self._reader()
+
+
+def _nothing() -> None:
+    pass
