@@ -21,9 +21,9 @@ RANK = {
 # The two sides of a call: a parent-side module never imports a child-side one (at run time),
 # so that a reader of one side need not hold the other in their head.
 PARENT_SIDE = {"parent", "options", "target", "targets", "channel", "streams", "proxy", "exit_hooks", "pool", "heartbeats", "circuit",
-               "metrics", "process"}
+               "metrics", "process", "service_pool"}
 CHILD_SIDE = {"child", "runner", "held", "child_methods", "child_shutdown", "child_streams", "child_ext",
-              "parent_watch"}
+              "parent_watch", "service"}
 
 
 def module_name(path: pathlib.Path) -> str:
