@@ -15,13 +15,12 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import extensions, protocol
-from .child_streams import StreamRun, collect, acollect
 from .current_call import CallContext, enter, leave
 from .errors import CallTimeoutError
 
 if TYPE_CHECKING:
     from .child import ChildWorker
-from .tracing import server_span
+    from .child_streams import StreamRun
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +72,7 @@ class WorkerExtensions:
             key = (peer, message.id)
         kind = self._kind(fn)
         if kind is not None:
+            from .child_streams import StreamRun, acollect, collect  # a worker without generators never loads it
             stream = extras.get("stream") if isinstance(extras, dict) else None
             window = stream.get("window") if isinstance(stream, dict) else None
             if isinstance(window, int) and not isinstance(window, bool) and window >= 1:
@@ -93,17 +93,17 @@ class WorkerExtensions:
             log.debug("ignored a %s for unknown call %s", message.type, message.id)
             return
         if message.type == protocol.CANCEL:
-            context = target.context if isinstance(target, StreamRun) else target
+            context = target if isinstance(target, CallContext) else target.context
             if context is not None and context.cancel("the caller cancelled the call"):
                 self._count("cancelled")
-        elif isinstance(target, StreamRun):
+        elif not isinstance(target, CallContext):  # a StreamRun
             count = message.raw.get("credit")
             if isinstance(count, int) and not isinstance(count, bool) and count > 0:
                 target.grant(count)
 
     def cancel_streams(self, reason: str) -> None:
         """End every stream (the worker is stopping): generators waiting for credit close now."""
-        runs = [run for run in list(self._calls.values()) if isinstance(run, StreamRun)]
+        runs = [run for run in list(self._calls.values()) if not isinstance(run, CallContext)]
         for run in runs:
             run.context.cancel(reason)
 
@@ -133,6 +133,8 @@ class WorkerExtensions:
             try:
                 if context.traceparent is None:
                     return fn(*args)
+                from .tracing import server_span  # only calls that carry trace context load it
+
                 with server_span(context, getattr(fn, "__name__", "call")):
                     return fn(*args)
             finally:
@@ -155,6 +157,8 @@ class WorkerExtensions:
             enter(context)  # the task's own context: nothing to undo
             if context.traceparent is None:
                 return await fn(*args)
+            from .tracing import server_span
+
             with server_span(context, getattr(fn, "__name__", "call")):
                 return await fn(*args)
         except asyncio.CancelledError:

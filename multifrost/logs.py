@@ -10,7 +10,6 @@ multifrost logs through the standard ``logging`` module only, on loggers named
 """
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timezone
 from typing import Any, Mapping, MutableMapping
@@ -71,4 +70,6 @@ class JsonFormatter(logging.Formatter):
             entry["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack_info"] = self.formatStack(record.stack_info)
+        import json  # only a JSON formatter needs it: a worker's start does not pay for it
+
         return json.dumps(entry, default=str, ensure_ascii=False, sort_keys=self._sort_keys)

@@ -73,3 +73,53 @@ def test_a_worker_does_not_import_the_parent_side():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=PACKAGE.parent, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+#: What serving a call never needs: the parent side, the registries, tracing, streams, the CLI.
+NOT_FOR_A_WORKER = (
+    "multifrost.parent", "multifrost.pool", "multifrost.channel", "multifrost.channel_sync",
+    "multifrost.channel_async", "multifrost.channel_base", "multifrost.streams", "multifrost.proxy",
+    "multifrost.targets", "multifrost.target", "multifrost.process", "multifrost.options", "multifrost.metrics",
+    "multifrost.circuit", "multifrost.heartbeats", "multifrost.exit_hooks", "multifrost.registry",
+    "multifrost.registries", "multifrost.registry_redis", "multifrost.registry_lock", "multifrost.service",
+    "multifrost.service_pool", "multifrost.tracing", "multifrost.child_streams", "multifrost.cli",
+    "multifrost.transports.curve", "multifrost.transports.memory", "zmq.asyncio",
+)
+
+
+@pytest.mark.parametrize("url, other_transports", [
+    ("tcp://127.0.0.1:0", ("multifrost.transports.unix",)),
+    ("unix://{tmp}/w.sock", ("multifrost.transports.zeromq", "zmq")),
+])
+def test_a_worker_serving_a_call_loads_only_what_serving_needs(url, other_transports, tmp_path):
+    """A bare child start (the runner's imports, an end, serve, one call answered) loads none
+    of NOT_FOR_A_WORKER: a worker's start-up pays only for what serving needs."""
+    url = url.format(tmp=tmp_path)
+    code = (
+        "import asyncio, sys\n"
+        "from multifrost import ChildWorker\n"
+        "import multifrost.runner\n"
+        "from multifrost.transports import open_child_end, open_parent_end\n"
+        "from multifrost import protocol\n"
+        "from multifrost.codec import pack_message, unpack_message\n"
+        "class W(ChildWorker):\n"
+        "    def add(self, a, b):\n"
+        "        return a + b\n"
+        "async def main():\n"
+        f"    end = open_child_end({url!r}, bind=True)\n"
+        "    parent = open_parent_end(end.endpoint, bind=False)\n"
+        "    worker = W()\n"
+        "    serving = asyncio.ensure_future(worker.serve(end))\n"
+        "    parent.send_nowait(pack_message(protocol.call('add', [1, 2])))\n"
+        "    reply = await parent.recv(timeout=30)\n"
+        "    assert unpack_message(reply)['result'] == 3, reply\n"
+        "    worker.stop()\n"
+        "    await serving\n"
+        "    parent.close(); end.close()\n"
+        "asyncio.run(main())\n"
+        f"loaded = sorted(m for m in {NOT_FOR_A_WORKER + other_transports!r} if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=PACKAGE.parent, timeout=60)
+    assert result.returncode == 0, result.stderr

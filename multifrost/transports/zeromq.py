@@ -48,12 +48,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import struct
 import time
 from typing import Callable
 
 import zmq
 from zmq.backend import Socket as _BaseSocket
-from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import TransportClosed, TransportError
 from . import Curve, Endpoint
@@ -80,6 +80,18 @@ _DIALLING = int(zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONN
 #: A connecting end also watches its handshakes: a refused one is an AuthenticationError (see .curve).
 _NO_DETAIL = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 _HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) | _NO_DETAIL
+
+_EVENT_HEAD = struct.Struct("=hi")  # a monitor event's first frame: 16-bit event, 32-bit value
+
+
+def parse_monitor_message(frames: list[bytes]) -> dict:
+    """A monitor event as pyzmq's ``parse_monitor_message`` gives it, without importing
+    ``zmq.utils.monitor`` (which loads zmq.asyncio: a worker's start pays for it)."""
+    if len(frames) != 2 or len(frames[0]) != 6:
+        raise RuntimeError(f"Invalid event message format: {frames}")
+    event, value = _EVENT_HEAD.unpack(frames[0])
+    return {"event": event, "value": value, "endpoint": frames[1]}
+
 
 class _ZmqEnd:
     """Socket setup, bind/connect, fileno and close shared by both ZeroMQ ends."""
