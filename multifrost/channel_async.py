@@ -8,6 +8,8 @@ runs on the loop's next turn. See shared PERFORMANCE.md (design C).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from . import protocol
@@ -29,6 +31,7 @@ class AsyncChannel(_Channel):
         self._fd = end.fileno()
         self._ready = asyncio.Event()
         self._pass_due = False
+        self._deadlines = Deadlines(self._loop)
         self._loop.add_reader(self._fd, self.drain)
         end.set_reader(self._pass_soon)
 
@@ -38,16 +41,13 @@ class AsyncChannel(_Channel):
             raise self._failure
         future = self._loop.create_future()
         self._pending[msg_id] = future
-        timer = None
         try:
             if timeout is not None:
-                timer = self._loop.call_later(timeout, _expire, future, what)
+                self._deadlines.add(timeout, future, what)
             if not self._put(payload):
                 await self._send_when_ready(future, payload)
             return await future
         finally:
-            if timer is not None:
-                timer.cancel()
             self._pending.pop(msg_id, None)
 
     # -- issue 15 hooks: control messages and streams -----------------------------------------
@@ -70,12 +70,11 @@ class AsyncChannel(_Channel):
         """The next item of ``stream``, waiting up to ``timeout``; its end raises (see _StreamState.take)."""
         if not stream.ready():
             future = stream.waiter = self._loop.create_future()
-            timer = None if timeout is None else self._loop.call_later(timeout, _expire, future, what)
+            if timeout is not None:
+                self._deadlines.add(timeout, future, what)
             try:
                 await future
             finally:
-                if timer is not None:
-                    timer.cancel()
                 if stream.waiter is future:
                     stream.waiter = None
         return stream.take()
@@ -127,11 +126,58 @@ class AsyncChannel(_Channel):
             self._end_stream(msg_id, error)
 
     def close(self) -> None:
+        self._deadlines.close()
         self._loop.remove_reader(self._fd)
         self.end.set_reader(None)
         self.fail_all(self._failure or TransportClosed("the worker was closed"), final=True)
 
 
-def _expire(future: asyncio.Future, what: str) -> None:
-    if not future.done():
-        future.set_exception(CallTimeoutError(f"{what} timed out"))
+class Deadlines:
+    """The timeouts of one channel's calls: a heap and one loop timer, armed for the earliest
+    (instead of a ``call_later`` per call). A call that ends leaves its entry behind; entries
+    of ended calls are dropped when they reach the top, or all at once when they pile up."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, asyncio.Future, str]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_for = float("inf")
+        self._compact_at = _COMPACT_MIN
+
+    def add(self, timeout: float, future: asyncio.Future, what: str) -> None:
+        """Fail ``future`` with CallTimeoutError unless it is done within ``timeout`` seconds."""
+        when = self._loop.time() + timeout
+        heap = self._heap
+        heapq.heappush(heap, (when, next(self._order), future, what))
+        if when < self._armed_for:
+            self._arm(when)
+        if len(heap) >= self._compact_at:
+            heap[:] = [entry for entry in heap if not entry[2].done()]
+            heapq.heapify(heap)
+            self._compact_at = max(_COMPACT_MIN, 2 * len(heap))
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_for = when
+        self._timer = self._loop.call_at(when, self._due)
+
+    def _due(self) -> None:
+        self._timer, self._armed_for = None, float("inf")
+        heap, now = self._heap, self._loop.time()
+        while heap and (heap[0][0] <= now or heap[0][2].done()):
+            _, _, future, what = heapq.heappop(heap)
+            if not future.done():
+                future.set_exception(CallTimeoutError(f"{what} timed out"))
+        if heap:
+            self._arm(heap[0][0])
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._heap.clear()
+
+
+_COMPACT_MIN = 1024  # entries: below this the heap is never swept for ended calls

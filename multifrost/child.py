@@ -135,8 +135,8 @@ class ChildWorker:
                                     daemon=True)
         watchdog.start()
         fds = (end.fileno(), wakeup.fd)
-        for fd in fds:
-            self._loop.add_reader(fd, self._on_readable)
+        self._loop.add_reader(end.fileno(), self._on_readable)
+        self._loop.add_reader(wakeup.fd, self._on_wakeup)
         try:
             self._on_readable()
             await self._stopping.wait()
@@ -175,11 +175,17 @@ class ChildWorker:
                 if self._watch_stop.wait(TAKEOVER):
                     return
                 continue
-            self._io.pass_started()
             self._serve_ready()
-            poller.poll(TAKEOVER * 1000)
+            if any(fd == wakeup_fd for fd, _ in poller.poll(TAKEOVER * 1000)):
+                self._io.clear_wakeup()  # then read at once: the loop may be free again, and the
+                self._serve_ready()  # loop's own pass for this wake-up may have run already
 
     # -- receiving: the one path from a readable socket to a dispatched call -------------------
+
+    def _on_wakeup(self) -> None:
+        """Another thread's send hid a message (ChildIO.wakeup): clear it, then a pass."""
+        self._io.clear_wakeup()
+        self._on_readable()
 
     def _on_readable(self) -> None:
         """The loop's reader callback (end or wake-up readable, or a send hid a message): a pass

@@ -66,8 +66,11 @@ class ChildIO:
             return end.recv_nowait()
 
     def pass_started(self) -> None:
-        """The reader begins a pass: what rang for it is seen now."""
+        """The reader begins a pass (a scheduled one is now running)."""
         self._pass_due = False
+
+    def clear_wakeup(self) -> None:
+        """The wake-up is readable: clear it before the pass that it asks for."""
         wakeup = self.wakeup
         if wakeup is not None:
             wakeup.clear()
