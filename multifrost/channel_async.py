@@ -2,8 +2,8 @@
 
 The loop's reader callback on the end's descriptor is the only reader: it takes every
 reply ready in one pass and resolves the waiting futures. Calls send straight from their
-task; when a send hides a reply, the end asks for one more pass (``set_reader``), which
-runs on the loop's next turn. See shared PERFORMANCE.md (design C).
+task; when a send hides a reply, the end calls the reader back (``set_reader``) and the
+pass runs at once, in the sending task (the same loop thread). See shared PERFORMANCE.md (design C).
 """
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ class AsyncChannel(_Channel):
         self._loop = asyncio.get_running_loop()
         self._fd = end.fileno()
         self._ready = asyncio.Event()
-        self._pass_due = False
+        self._reading = False  # a pass of the reader runs (a send inside it asks for one more round)
+        self._again = False
         self._deadlines = Deadlines(self._loop)
         self._loop.add_reader(self._fd, self.drain)
-        end.set_reader(self._pass_soon)
+        end.set_reader(self._hidden)
 
     async def request(self, msg_id: str, payload: bytes, timeout: float | None, what: str) -> protocol.Message:
         """Send ``payload`` and wait for the reply carrying ``msg_id``."""
@@ -93,20 +94,34 @@ class AsyncChannel(_Channel):
                 waiter.cancel()
         future.result()  # raises the timeout or failure that ended the wait
 
-    def _pass_soon(self) -> None:
-        """The end says a send hid a reply: one more pass of the reader, on the loop's next turn."""
-        if not self._pass_due:
-            self._pass_due = True
-            self._loop.call_soon(self.drain)
+    def _hidden(self) -> None:
+        """The end says a send (on this loop) hid a reply: a pass of the reader now, or, when the
+        send came from inside a pass (an output handler posting), one more round of that pass."""
+        if self._reading:
+            self._again = True
+        else:
+            self.drain()
 
     def drain(self) -> None:
         """The reader: take every ready message and hand it out (the add_reader callback)."""
-        self._pass_due = False
-        self._ready.set()
-        outputs: list = []
-        if not self.end.closed:
-            self._take_all(outputs)
-        self._hand_out(outputs)
+        if self._reading:  # called from inside a pass: it takes another round instead
+            self._again = True
+            return
+        self._reading = True
+        try:
+            again = True
+            while again:
+                self._again = False
+                self._ready.set()
+                outputs: list = []
+                if not self.end.closed:
+                    payloads = self.end.recv_all()
+                    self._route(payloads, [self._parse(payload) for payload in payloads], outputs)
+                    self._check_drops(outputs)
+                self._hand_out(outputs)
+                again = self._again
+        finally:
+            self._reading = False
 
     def _resolve(self, future: asyncio.Future, message: protocol.Message) -> None:
         if not future.done():
@@ -117,13 +132,8 @@ class AsyncChannel(_Channel):
             future.set_exception(error)
 
     def fail_all(self, error: MultifrostError, *, final: bool = False) -> None:
-        if final:
-            self._failure = error
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            self._fail(future, error)
-        for msg_id in list(self.streams):
-            self._end_stream(msg_id, error)
+        """Fail every call in flight with ``error`` (crash, close); ``final`` fails later calls too."""
+        self._fail_pending(error, final)
 
     def close(self) -> None:
         self._deadlines.close()

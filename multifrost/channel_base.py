@@ -67,16 +67,24 @@ class _Channel:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def _decode(self, payload: bytes) -> protocol.Message | None:
+    def _parse(self, payload: bytes) -> protocol.Message | ProtocolError:
+        """Decode one payload (no shared state: the sync reader does it outside its lock)."""
         try:
             message = protocol.decode(payload, self._limits)
-            if wire_debug(DEBUG):
-                wire.note(self.wire, "received", payload, self.end.endpoint, message.raw)
-            return message
         except ProtocolError as exc:
             log.warning("dropped a message from the worker: %s", exc)
-            self._fail_dropped(payload, exc)
-            return None
+            return exc
+        if wire_debug(DEBUG):
+            wire.note(self.wire, "received", payload, self.end.endpoint, message.raw)
+        return message
+
+    def _route(self, payloads: list[bytes], parsed: list[protocol.Message | ProtocolError], outputs: list) -> None:
+        """Deliver what one pass of the reader took (``parsed[i]`` is ``payloads[i]`` decoded)."""
+        for payload, message in zip(payloads, parsed):
+            if isinstance(message, ProtocolError):
+                self._fail_dropped(payload, message)
+            else:
+                self._deliver(message, outputs)
 
     def _fail_dropped(self, payload: bytes, exc: ProtocolError) -> None:
         """A reply was dropped: if it names a call that waits, that call fails now, not at its timeout."""
@@ -130,10 +138,13 @@ class _Channel:
     def _fail(self, waiter: Any, error: MultifrostError) -> None:
         raise NotImplementedError
 
-    def _take_all(self, outputs: list) -> None:
-        """The reader's pass: every payload ready, decoded and delivered; then a dropped connection."""
-        for payload in self.end.recv_all():
-            message = self._decode(payload)
-            if message is not None:
-                self._deliver(message, outputs)
-        self._check_drops(outputs)
+    def _fail_pending(self, error: MultifrostError, final: bool) -> None:
+        """Fail every call and stream in flight with ``error``; ``final``: later calls too."""
+        if final:
+            self._failure = error
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            self._fail(waiter, error)
+        for msg_id in list(self.streams):
+            self._end_stream(msg_id, error)
+

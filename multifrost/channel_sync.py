@@ -85,7 +85,7 @@ class SyncChannel(_Channel):
         self._lock = threading.Lock()
         self._leading = False
         self._closed = False
-        self._followers: list[_Waiter] = []
+        self._followers: dict[_Waiter, None] = {}  # sleeping followers, in arrival order
         self._wake: Wakeup | None = Wakeup()
         self._wake_fd = self._wake.fd
         self._poller = select.poll()
@@ -200,7 +200,7 @@ class SyncChannel(_Channel):
                     self._leading = True
                 else:
                     waiter.sleeping = True
-                    self._followers.append(waiter)
+                    self._followers[waiter] = None
             if lead:
                 try:
                     self._lead(waiter, deadline)
@@ -217,7 +217,7 @@ class SyncChannel(_Channel):
             with self._lock:
                 if waiter.sleeping:  # nobody woke us: time is up
                     waiter.sleeping = False
-                    self._followers.remove(waiter)
+                    del self._followers[waiter]
                     if not waiter.done:
                         raise CallTimeoutError(f"{what} timed out")
                     return
@@ -238,12 +238,19 @@ class SyncChannel(_Channel):
 
     def _read_pass(self) -> None:
         """One pass of the reader (who holds the lead): take every reply and hand out output."""
+        with self._lock:  # the socket is taken under the lock, which senders hold to send
+            if self._failure is not None:  # the channel is finished; its end may be closed
+                return
+            if self._later:  # issue 15: what finalizers left to send
+                self._post_later_locked()
+            payloads = self.end.recv_all()
+        if not payloads and self.end.drops == self._drops:
+            return
+        parsed = [self._parse(payload) for payload in payloads]  # decoded outside the lock
         outputs: list = []
         with self._lock:
-            if self._failure is None:  # else the channel is finished and its end may be closed
-                if self._later:  # issue 15: what finalizers left to send
-                    self._post_later_locked()
-                self._take_all(outputs)
+            self._route(payloads, parsed, outputs)
+            self._check_drops(outputs)
         if outputs:
             self._hand_out(outputs)
 
@@ -264,12 +271,10 @@ class SyncChannel(_Channel):
 
     def _promote_locked(self) -> None:
         """Wake one sleeping follower so that it takes the lead."""
-        while self._followers:
-            follower = self._followers.pop()
-            if follower.sleeping:
-                follower.sleeping = False
-                follower.wake.release()
-                return
+        if self._followers:
+            follower, _ = self._followers.popitem()
+            follower.sleeping = False
+            follower.wake.release()
 
     def _resolve(self, waiter: _Waiter, message: protocol.Message) -> None:
         waiter.message = message
@@ -283,7 +288,7 @@ class SyncChannel(_Channel):
         waiter.done = True
         if waiter.sleeping:
             waiter.sleeping = False
-            self._followers.remove(waiter)
+            del self._followers[waiter]
             waiter.wake.release()
 
     # -- while no caller leads ----------------------------------------------------------------
@@ -321,13 +326,7 @@ class SyncChannel(_Channel):
     def fail_all(self, error: MultifrostError, *, final: bool = False) -> None:
         """Fail every call in flight with ``error`` (crash, close); ``final`` fails later calls too."""
         with self._lock:
-            if final:
-                self._failure = error
-            pending, self._pending = self._pending, {}
-            for waiter in pending.values():
-                self._fail(waiter, error)
-            for msg_id in list(self.streams):
-                self._end_stream(msg_id, error)
+            self._fail_pending(error, final)
         self.interrupt()
 
     def interrupt(self) -> None:

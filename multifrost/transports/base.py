@@ -250,6 +250,16 @@ class _End(ABC):
                     self._close_wakeup = None
 
 
+def _until_none(recv: Callable[[], R | None]) -> list[R]:
+    """What ``recv`` returns until it returns None, in order."""
+    items: list[R] = []
+    while True:
+        item = recv()
+        if item is None:
+            return items
+        items.append(item)
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -270,13 +280,7 @@ class ParentEnd(_End):
 
     def recv_all(self) -> list[bytes]:
         """Every payload ready now, in order; reading until None re-arms ``fileno()``."""
-        items: list[bytes] = []
-        recv = self.recv_nowait
-        while True:
-            item = recv()
-            if item is None:
-                return items
-            items.append(item)
+        return _until_none(self.recv_nowait)
 
     def check(self) -> None:
         """Raise AuthenticationError when the peer refused this end's security handshake."""
@@ -314,13 +318,7 @@ class ChildEnd(_End):
 
     def recv_all(self) -> "list[tuple[bytes, bytes]]":
         """Every ``(peer, payload)`` ready now, in order; reading until None re-arms ``fileno()``."""
-        items: list[tuple[bytes, bytes]] = []
-        recv = self.recv_nowait
-        while True:
-            item = recv()
-            if item is None:
-                return items
-            items.append(item)
+        return _until_none(self.recv_nowait)
 
     @property
     @abstractmethod
