@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
@@ -241,9 +240,12 @@ class _ZmqEnd:
             release(self._zap_domain)
             self._zap_domain = None
 
-    def _drop(self, frames: list[bytes], expected: str) -> None:
-        while self._get(_RCVMORE):
-            frames.append(self._recv())
+    def _drop(self, frames: list[bytes], expected: str, more: bool) -> None:
+        """Drop a message of the wrong shape (``more``: parts of it are still to be read)."""
+        while more:
+            frame = self._recv(0, False)
+            frames.append(frame.bytes)
+            more = frame.more
         log.warning("%s: dropped a message of %d frame(s) (sizes %s); expected %s",
                     self.endpoint, len(frames), [len(f) for f in frames[:4]], expected)
 
@@ -287,20 +289,19 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
 
     def recv_nowait(self) -> bytes | None:
         recv = self._recv
-        get = self._get
         while self._ready():
             try:
-                first = recv(_NOBLOCK)
+                first = recv(_NOBLOCK, False)  # a Frame: it knows whether more parts follow
             except _Again:
                 return None
             except _ZMQError as exc:
                 raise self._error(exc) from exc
-            if not get(_RCVMORE):
-                return first
-            second = recv()
-            if not first and not get(_RCVMORE):
-                return second
-            self._drop([first, second], "[b'', payload] or [payload]")
+            if not first.more:
+                return first.bytes
+            second = recv(0, False)
+            if not second.more and not first.bytes:
+                return second.bytes
+            self._drop([first.bytes, second.bytes], "[b'', payload] or [payload]", second.more)
         self._watch_connections()
         return None
 
@@ -335,28 +336,31 @@ class ZmqChildEnd(_ZmqEnd, ChildEnd):
 
     def recv_nowait(self) -> "tuple[bytes, bytes] | None":
         recv = self._recv
-        get = self._get
         while self._ready():
             try:
-                peer = recv(_NOBLOCK)
+                frame = recv(_NOBLOCK, False)  # Frames: each knows whether more parts follow
             except _Again:
                 return None
             except _ZMQError as exc:
                 raise self._error(exc) from exc
+            peer = frame.bytes
             frames = [peer]
-            if get(_RCVMORE):
-                second = recv()
-                if not get(_RCVMORE):
+            more = frame.more
+            if more:
+                frame = recv(0, False)
+                second, more = frame.bytes, frame.more
+                if not more:
                     self._peers.add(peer)
                     return peer, second
                 frames.append(second)
                 if not second:
-                    payload = recv()
-                    if not get(_RCVMORE):
+                    frame = recv(0, False)
+                    payload, more = frame.bytes, frame.more
+                    if not more:
                         self._peers.add(peer)
                         return peer, payload
                     frames.append(payload)
-            self._drop(frames, "[identity, b'', payload] or [identity, payload]")
+            self._drop(frames, "[identity, b'', payload] or [identity, payload]", more)
         self._watch_connections()
         return None
 
