@@ -181,13 +181,13 @@ def test_a_silent_service_holds_calls_until_the_registry_answers():
 # -- dropped connections -------------------------------------------------------------------------
 
 def test_a_spawned_childs_dropped_connection_fails_its_calls_after_a_second_unless_it_exited():
-    core = up(Config("w", spawned=True, heartbeat_interval=0))
+    core = up(Config("w", heartbeat_interval=0))
     gen = core.live
-    assert core.handle(lc.ConnectionDropped(gen), 5.0) == [lc.WaitUntil(6.0)]
+    assert core.handle(lc.ConnectionDropped(gen, spawned=True), 5.0) == [lc.WaitUntil(6.0)]
     actions = core.handle(lc.TimePassed(), 6.0)
     assert kinds(actions) == ["FailInFlight"] and isinstance(actions[0].error, TransportError)
-    core2 = up(Config("w", spawned=True, heartbeat_interval=0))
-    core2.handle(lc.ConnectionDropped(core2.live), 5.0)
+    core2 = up(Config("w", heartbeat_interval=0))
+    core2.handle(lc.ConnectionDropped(core2.live, spawned=True), 5.0)
     core2.handle(lc.ChildExited(core2.live, CRASH), 5.5)
     assert kinds(core2.handle(lc.TimePassed(), 6.0)) == []  # the exit failed them as a crash
 
@@ -283,7 +283,8 @@ class LifecycleMachine(RuleBasedStateMachine):
     def build(self, auto, attempts, relocatable, spawned, interval):
         self.config = Config("w", auto_restart=auto, max_restart_attempts=attempts, heartbeat_interval=interval,
                              heartbeat_timeout=0.4, heartbeat_max_misses=2, start_timeout=1.0,
-                             circuit_reset_timeout=3.0, relocatable=relocatable, spawned=spawned)
+                             circuit_reset_timeout=3.0, relocatable=relocatable)
+        self.spawned = spawned
         self.core = Lifecycle(self.config, self.now)
         self.apply(lc.Start())
 
@@ -360,7 +361,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule()
     @precondition(live)
     def drops(self):
-        self.apply(lc.ConnectionDropped(self.core.live))
+        self.apply(lc.ConnectionDropped(self.core.live, self.spawned))
 
     @rule(moved=st.booleans())
     @precondition(live)

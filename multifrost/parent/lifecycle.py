@@ -69,9 +69,10 @@ class ProbeDue:
 
 @dataclass(frozen=True)
 class ChildExited:
-    """The child of ``generation`` exited on its own (``error`` says how)."""
+    """The child of ``generation`` (process ``pid``) exited on its own (``error`` says how)."""
     generation: int
     error: MultifrostError
+    pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,10 @@ class HeartbeatEchoed:
 
 @dataclass(frozen=True)
 class ConnectionDropped:
-    """The end of ``generation`` saw its connection dropped."""
+    """The end of ``generation`` saw its connection dropped; ``spawned``: to a child process of ours,
+    whose exit, not the drop, says whether it died."""
     generation: int
+    spawned: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,7 @@ class Restarted:
 class Log:
     level: str  # "info" or "warning"
     message: str
+    extra: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,6 @@ class Config:
     start_timeout: float = 10.0
     circuit_reset_timeout: float = 10.0
     relocatable: bool = False  # a registered service that may move (connect mode)
-    spawned: bool = False  # a child process of ours: its exit, not a drop, says it died
     id_prefix: str = "hb"
 
 
@@ -269,6 +272,7 @@ class Lifecycle:
         self._attempts = 0  # restart attempts made in the current run
         self._budget = 0  # restart attempts allowed in the current run
         self._drop_due: float | None = None
+        self._drop_spawned = False
         self._beat_count = 0
         self._circuit = CIRCUIT_CLOSED
         self._wake: float | None = None
@@ -440,7 +444,8 @@ class Lifecycle:
         return actions
 
     def _on_exited(self, event: ChildExited, now: float) -> list[Action]:
-        actions: list[Action] = [Log("warning", str(event.error))] + self._lose(event.error)
+        extra = {"pid": event.pid, "exit_code": getattr(event.error, "exit_code", None)}
+        actions: list[Action] = [Log("warning", str(event.error), extra)] + self._lose(event.error)
         self.breaker.record_failure(now)
         restart = self.config.auto_restart and not self.exiting and self.breaker.state(now) == CIRCUIT_CLOSED
         if restart:
@@ -462,7 +467,8 @@ class Lifecycle:
         return actions
 
     def _on_dropped(self, event: ConnectionDropped, now: float) -> list[Action]:
-        self._drop_due = now + (DROP_WAIT if self.config.spawned else LAST_WORDS)
+        self._drop_due = now + (DROP_WAIT if event.spawned else LAST_WORDS)
+        self._drop_spawned = event.spawned
         return []
 
     def _dropped_due(self) -> list[Action]:
@@ -473,7 +479,7 @@ class Lifecycle:
         self._drop_due = None
         what = (f"the connection to {self.config.name} was dropped (it went away, or a message over "
                 f"its limits cut it); calls in flight failed")
-        if self.config.spawned:
+        if self._drop_spawned:
             return [FailInFlight(self.live, TransportError(what))]
         self.held = True
         return [HoldCalls(), FailInFlight(self.live, WorkerCrashedError(what)), Probe(self.live, self.config.heartbeat_timeout)]
@@ -503,7 +509,8 @@ class Lifecycle:
         raise TransportClosed(f"{self.config.name} was closed")
 
     def _on_trial(self, event: TrialCall, now: float) -> list[Action]:
-        return self._run_restarts(1, now)
+        self.held = True
+        return [HoldCalls()] + self._run_restarts(1, now)
 
     def _on_close(self, event: CloseRequested, now: float) -> list[Action]:
         reason = TransportClosed(f"{self.config.name} was closed")
