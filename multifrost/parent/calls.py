@@ -24,7 +24,7 @@ from .lifecycle import Lifecycle
 if TYPE_CHECKING:
     from .driver import Driver
 
-log = logging.getLogger("multifrost.parent")
+parent_log = logging.getLogger("multifrost.parent")  # the package's: every ParentWorker record
 UNSET: Any = object()
 
 
@@ -76,7 +76,7 @@ class CallPath:
         elapsed = time.perf_counter() - started
         outcome = "ok" if reply.type == protocol.RESPONSE else "error"
         self.metrics.call_finished(elapsed, outcome)
-        if log.isEnabledFor(logging.DEBUG):
+        if parent_log.isEnabledFor(logging.DEBUG):
             self._call_record(reply.id, function, elapsed, outcome)
         if permit == "trial" or self._core.breaker.failures:
             with self._lock:
@@ -94,7 +94,7 @@ class CallPath:
         elapsed = time.perf_counter() - started
         outcome = "timeout" if isinstance(exc, CallTimeoutError) else "error"
         self.metrics.call_finished(elapsed, outcome)
-        if log.isEnabledFor(logging.DEBUG):
+        if parent_log.isEnabledFor(logging.DEBUG):
             self._call_record(msg_id, function, elapsed, f"{outcome} ({type(exc).__name__})")
         if permit == "trial":
             crash = isinstance(exc, (WorkerCrashedError, WorkerStartError))

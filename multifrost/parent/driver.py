@@ -41,7 +41,6 @@ class Driver:
         self.core: lc.Lifecycle = worker._core
         self.target = worker._target
         self.options = worker.options
-        self.metrics = worker.metrics
         self.log = worker._log
         self.lock: ContextManager[Any] = lock or contextlib.nullcontext()
         self.channel: Any = None  # a SyncChannel or an AsyncChannel; None while down or closed
@@ -65,6 +64,10 @@ class Driver:
             lc.ForgetHeartbeat: self.forget_heartbeat,
             lc.CheckMoved: self.check_moved,
         }
+
+    @property
+    def metrics(self) -> Any:
+        return self.worker.metrics  # (a test may swap it after start)
 
     # -- feeding the core -----------------------------------------------------------------
 

@@ -1,22 +1,21 @@
-"""A worker's lifecycle as a pure state machine (sans-I/O, in the manner of h11).
-
-The drivers (``sync_driver``: a supervisor thread; ``async_driver``: tasks on the caller's
-loop) feed it *events* with the current time and carry out the *actions* it returns with
-their own waiting primitives. Every decision lives here once: the states and their
-transitions, the circuit breaker, the restart backoff, the heartbeat counters and the
-start-up probe schedule. No clock is read and no I/O is done in this module.
-
-Each opened connection (a spawned child, a connection to a service) gets a *generation*;
-events about a connection that was torn down since are stale and ignored, which is how a
-late exit, echo or drop of a replaced child changes nothing.
+"""A worker's lifecycle as a pure state machine (sans-I/O, in the manner of h11): the drivers
+feed it events with the current time and carry out the actions it returns. Every decision
+lives here once (states, circuit breaker, restart backoff, heartbeat counters, start-up
+probes); no clock is read and no I/O is done. Each opened connection gets a *generation*:
+events about one torn down since are stale and ignored (a replaced child's late exit or echo).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Any, Callable
 
 from ..errors import MultifrostError, TransportClosed, TransportError, WorkerCrashedError
 from .circuit import CLOSED as CIRCUIT_CLOSED, OPEN as CIRCUIT_OPEN, CircuitBreaker
+from .events import (  # noqa: F401  (re-exported: lc.Start, lc.Open, ...)
+    Start, Started, StartFailed, ProbeDue, ChildExited, HeartbeatEchoed, ConnectionDropped, MoveSuspected,
+    ServiceMoved, RestartRequested, TrialCall, CloseRequested, Exiting, TimePassed, Open, Probe,
+    StartTimedOut, TearDown, FailInFlight, HoldCalls, ReleaseCalls, SendHeartbeat, ForgetHeartbeat, CheckMoved,
+    CircuitChanged, Restarted, Log, WaitUntil, Event, Action, Config)
 from .heartbeats import Heartbeats
 
 IDLE, STARTING, UP, BACKOFF, DOWN, CLOSED = "idle", "starting", "up", "backoff", "down", "closed"
@@ -40,203 +39,6 @@ def backoff_delay(attempt: int) -> float:
 class LifecycleError(RuntimeError):
     """An event that cannot happen in the current state: a driver bug."""
 
-
-# -- events --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Start:
-    """start()/astart() was called."""
-
-
-@dataclass(frozen=True)
-class Started:
-    """The connection of ``generation`` answered a start-up probe."""
-    generation: int
-
-
-@dataclass(frozen=True)
-class StartFailed:
-    """Opening or probing ``generation`` failed with ``error``."""
-    generation: int
-    error: MultifrostError
-
-
-@dataclass(frozen=True)
-class ProbeDue:
-    """The opener of ``generation`` asks what to do next while the worker starts."""
-    generation: int
-
-
-@dataclass(frozen=True)
-class ChildExited:
-    """The child of ``generation`` (process ``pid``) exited on its own (``error`` says how)."""
-    generation: int
-    error: MultifrostError
-    pid: int | None = None
-
-
-@dataclass(frozen=True)
-class HeartbeatEchoed:
-    """An echo came back on ``generation`` (of heartbeat ``msg_id``, or of a ping/probe: None)."""
-    generation: int
-    msg_id: str | None = None
-
-
-@dataclass(frozen=True)
-class ConnectionDropped:
-    """The end of ``generation`` saw its connection dropped; ``spawned``: to a child process of ours,
-    whose exit, not the drop, says whether it died."""
-    generation: int
-    spawned: bool = False
-
-
-@dataclass(frozen=True)
-class MoveSuspected:
-    """The registry's watch says the service instance in use left."""
-    generation: int
-
-
-@dataclass(frozen=True)
-class ServiceMoved:
-    """The registry's verdict for ``generation``: the service is gone or elsewhere (``moved``) or not."""
-    generation: int
-    moved: bool
-
-
-@dataclass(frozen=True)
-class RestartRequested:
-    """restart()/arestart() was called."""
-
-
-@dataclass(frozen=True)
-class TrialCall:
-    """A half-open trial call found the worker down: it may start it once."""
-
-
-@dataclass(frozen=True)
-class CloseRequested:
-    """close()/aclose() was called."""
-
-
-@dataclass(frozen=True)
-class Exiting:
-    """This process is exiting (signal, atexit): never restart the child again."""
-
-
-@dataclass(frozen=True)
-class TimePassed:
-    """Nothing happened but time: heartbeats, backoff, a dropped connection's wait."""
-
-
-Event = Union[Start, Started, StartFailed, ProbeDue, ChildExited, HeartbeatEchoed, ConnectionDropped,
-              MoveSuspected, ServiceMoved, RestartRequested, TrialCall, CloseRequested, Exiting, TimePassed]
-
-
-# -- actions -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Open:
-    """Start the child (or find the service) as ``generation``, then send ProbeDue until it answers."""
-    generation: int
-
-
-@dataclass(frozen=True)
-class Probe:
-    """Send a heartbeat on ``generation`` and wait up to ``wait`` s for its echo (then report it)."""
-    generation: int
-    wait: float
-
-
-@dataclass(frozen=True)
-class StartTimedOut:
-    """``generation`` did not answer within start_timeout: report StartFailed with the details."""
-    generation: int
-
-
-@dataclass(frozen=True)
-class TearDown:
-    """Fail the calls in flight on ``generation`` with ``reason`` and release its channel and child."""
-    generation: int
-    reason: MultifrostError
-    shutdown: bool = False
-
-
-@dataclass(frozen=True)
-class FailInFlight:
-    """Fail the calls in flight on ``generation`` now (its connection dropped) and keep the channel."""
-    generation: int
-    error: MultifrostError
-
-
-@dataclass(frozen=True)
-class HoldCalls:
-    """New calls wait (within their timeouts) instead of being sent."""
-
-
-@dataclass(frozen=True)
-class ReleaseCalls:
-    """Waiting and new calls may go (or, when the worker is down or closed, fail: see ``verdict``)."""
-
-
-@dataclass(frozen=True)
-class SendHeartbeat:
-    generation: int
-    msg_id: str
-
-
-@dataclass(frozen=True)
-class ForgetHeartbeat:
-    """Heartbeat ``msg_id`` is overdue: stop waiting for its echo."""
-    generation: int
-    msg_id: str
-
-
-@dataclass(frozen=True)
-class CheckMoved:
-    """Ask the registry whether the service left (report ServiceMoved)."""
-    generation: int
-
-
-@dataclass(frozen=True)
-class CircuitChanged:
-    state: str
-
-
-@dataclass(frozen=True)
-class Restarted:
-    """A restart brought the worker back (count it)."""
-
-
-@dataclass(frozen=True)
-class Log:
-    level: str  # "info" or "warning"
-    message: str
-    extra: dict | None = None
-
-
-@dataclass(frozen=True)
-class WaitUntil:
-    """Feed TimePassed at ``when`` (the earliest moment the core has something to do), or never (None)."""
-    when: float | None
-
-
-Action = Union[Open, Probe, StartTimedOut, TearDown, FailInFlight, HoldCalls, ReleaseCalls, SendHeartbeat,
-               ForgetHeartbeat, CheckMoved, CircuitChanged, Restarted, Log, WaitUntil]
-
-
-@dataclass(frozen=True)
-class Config:
-    """What the lifecycle needs to know about the worker and its options."""
-    name: str  # the worker in words, for messages
-    auto_restart: bool = False
-    max_restart_attempts: int = 5
-    heartbeat_interval: float = 5.0
-    heartbeat_timeout: float = 3.0
-    heartbeat_max_misses: int = 3
-    start_timeout: float = 10.0
-    circuit_reset_timeout: float = 10.0
-    relocatable: bool = False  # a registered service that may move (connect mode)
-    id_prefix: str = "hb"
 
 
 @dataclass
@@ -289,19 +91,16 @@ class Lifecycle:
         """For a call: None (go), True (wait for the worker), or the error to raise now."""
         if self.state == UP and not self.held:
             return None
-        if self.state == CLOSED:
-            return TransportClosed(f"{self.config.name} was closed")
-        if self.state == DOWN or self.state == IDLE:
-            return self.down or TransportClosed(f"{self.config.name} is not running")
-        return True
+        return self._why_not() if self.state in (CLOSED, DOWN, IDLE) else True
 
     def ping_verdict(self) -> MultifrostError | None:
         """For a ping: None when a connection is open, else the error to raise."""
+        return None if self.live is not None and self.state != CLOSED else self._why_not()
+
+    def _why_not(self) -> MultifrostError:
         if self.state == CLOSED:
             return TransportClosed(f"{self.config.name} was closed")
-        if self.live is None:
-            return self.down or TransportClosed(f"{self.config.name} is not running")
-        return None
+        return self.down or TransportClosed(f"{self.config.name} is not running")
 
     @property
     def restarting(self) -> bool:
@@ -365,17 +164,12 @@ class Lifecycle:
 
     def _ignore(self, event: Event, now: float) -> list[Action]:
         return []
-
     def _on_start(self, event: Start, now: float) -> list[Action]:
         return self._open(now, "first")
 
     def _open(self, now: float, kind: str) -> list[Action]:
-        self.state = STARTING
         self.generation += 1
-        self.live = self.generation
-        self.held = True
-        self._drop_due = None
-        self.checking = False
+        self.state, self.live, self.held, self.checking, self._drop_due = STARTING, self.generation, True, False, None
         self._start = _Start(now, now + self.config.start_timeout, kind, now)
         return [HoldCalls(), Open(self.generation)]
 
@@ -418,13 +212,11 @@ class Lifecycle:
         return actions + self._backoff(now)
 
     def _backoff(self, now: float) -> list[Action]:
-        self.state = BACKOFF
-        self._restart_at = now + backoff_delay(self._attempts)
+        self.state, self._restart_at = BACKOFF, now + backoff_delay(self._attempts)
         return []
 
     def _give_up(self, now: float) -> list[Action]:
-        self.state = DOWN
-        self._restart_at = None
+        self.state, self._restart_at = DOWN, None
         self.breaker.trip(now)
         return [Log("warning", f"{self.config.name}: restarts failed (up to {self._budget} in a row); "
                                f"the circuit breaker opens"), ReleaseCalls()]
@@ -439,8 +231,7 @@ class Lifecycle:
         if self.live is not None:
             actions.append(TearDown(self.live, error))
         self.live, self.down, self.healthy, self.held = None, error, False, True
-        self._drop_due = None
-        self.checking = False
+        self._drop_due, self.checking = None, False
         return actions
 
     def _on_exited(self, event: ChildExited, now: float) -> list[Action]:
@@ -482,7 +273,8 @@ class Lifecycle:
         if self._drop_spawned:
             return [FailInFlight(self.live, TransportError(what))]
         self.held = True
-        return [HoldCalls(), FailInFlight(self.live, WorkerCrashedError(what)), Probe(self.live, self.config.heartbeat_timeout)]
+        return [HoldCalls(), FailInFlight(self.live, WorkerCrashedError(what)),
+                Probe(self.live, self.config.heartbeat_timeout)]
 
     def _on_move_suspected(self, event: MoveSuspected, now: float) -> list[Action]:
         if self.checking or not self.config.relocatable:
@@ -492,13 +284,12 @@ class Lifecycle:
 
     def _on_moved(self, event: ServiceMoved, now: float) -> list[Action]:
         self.checking = False
-        if not event.moved:
-            if self.held:  # still registered there: calls go on to it
-                self.held = False
-                return [ReleaseCalls()]
-            return []
+        if not event.moved:  # still registered there: held calls go on to it
+            released, self.held = self.held, False
+            return [ReleaseCalls()] if released else []
         error = WorkerCrashedError(f"{self.config.name} went away; calls in flight failed, reconnecting")
-        return [Log("warning", str(error))] + self._lose(error) + self._run_restarts(self.config.max_restart_attempts, now)
+        actions = [Log("warning", str(error))] + self._lose(error)
+        return actions + self._run_restarts(self.config.max_restart_attempts, now)
 
     def _on_restart(self, event: RestartRequested, now: float) -> list[Action]:
         self.breaker.reset()
@@ -573,55 +364,36 @@ class Lifecycle:
         return [CircuitChanged(state)]
 
 
-_H = Callable[[Lifecycle, "Event", float], "list[Action]"]
+_H = Callable[[Lifecycle, Any, float], "list[Action]"]
 _L = Lifecycle
 #: state x event -> handler; a pair not listed cannot happen (LifecycleError). Events about a
 #: generation that is not live never get here (see ``handle``).
 _TABLE: dict[tuple[str, type], _H] = {
     (IDLE, Start): _L._on_start,
-    (IDLE, CloseRequested): _L._on_close,
-    (IDLE, Exiting): _L._on_exiting,
-    (IDLE, TimePassed): _L._ignore,
-
     (STARTING, ProbeDue): _L._on_probe_due,
     (STARTING, Started): _L._on_started,
     (STARTING, StartFailed): _L._on_start_failed,
-    (STARTING, ChildExited): _L._ignore,  # the opener sees it and reports StartFailed
-    (STARTING, HeartbeatEchoed): _L._ignore,  # a ping while starting: the start probe decides
-    (STARTING, ConnectionDropped): _L._ignore,
-    (STARTING, MoveSuspected): _L._ignore,
-    (STARTING, RestartRequested): _L._on_restart,
-    (STARTING, TrialCall): _L._ignore,
-    (STARTING, CloseRequested): _L._on_close,
-    (STARTING, Exiting): _L._on_exiting,
-    (STARTING, TimePassed): _L._ignore,
-
     (UP, ChildExited): _L._on_exited,
     (UP, HeartbeatEchoed): _L._on_echo,
     (UP, ConnectionDropped): _L._on_dropped,
     (UP, MoveSuspected): _L._on_move_suspected,
     (UP, ServiceMoved): _L._on_moved,
-    (UP, RestartRequested): _L._on_restart,
-    (UP, TrialCall): _L._ignore,
-    (UP, CloseRequested): _L._on_close,
-    (UP, Exiting): _L._on_exiting,
     (UP, TimePassed): _L._on_time_up,
-
-    (BACKOFF, RestartRequested): _L._on_restart,
-    (BACKOFF, TrialCall): _L._ignore,
-    (BACKOFF, CloseRequested): _L._on_close,
-    (BACKOFF, Exiting): _L._on_exiting,
     (BACKOFF, TimePassed): _L._on_time_backoff,
-
-    (DOWN, RestartRequested): _L._on_restart,
     (DOWN, TrialCall): _L._on_trial,
-    (DOWN, CloseRequested): _L._on_close,
-    (DOWN, Exiting): _L._on_exiting,
-    (DOWN, TimePassed): _L._ignore,
-
     (CLOSED, RestartRequested): _L._on_restart_closed,
-    (CLOSED, TrialCall): _L._ignore,
-    (CLOSED, CloseRequested): _L._ignore,
-    (CLOSED, Exiting): _L._on_exiting,
-    (CLOSED, TimePassed): _L._ignore,
 }
+for _state in (STARTING, UP, BACKOFF, DOWN):
+    _TABLE[(_state, RestartRequested)] = _L._on_restart
+for _state in STATES:
+    _TABLE[(_state, CloseRequested)] = _L._ignore if _state == CLOSED else _L._on_close
+    _TABLE[(_state, Exiting)] = _L._on_exiting
+#: what changes nothing in a state: while starting, the opener sees an exit or a drop itself
+#: and the start probe, not a ping, decides; a trial call finds the worker on its way back.
+for _state, _events in {IDLE: (TimePassed,),
+                        STARTING: (ChildExited, HeartbeatEchoed, ConnectionDropped, MoveSuspected, TrialCall,
+                                   TimePassed),
+                        UP: (TrialCall,), BACKOFF: (TrialCall,), DOWN: (TimePassed,),
+                        CLOSED: (TrialCall, TimePassed)}.items():
+    for _event in _events:
+        _TABLE[(_state, _event)] = _L._ignore

@@ -25,7 +25,7 @@ from ..target import Target
 from ..targets import ConnectTarget, InprocessTarget, SpawnTarget
 from . import lifecycle as lc
 from .async_driver import AsyncDriver
-from .calls import UNSET as _UNSET, CallPath, log
+from .calls import UNSET as _UNSET, CallPath, parent_log
 from .driver import CLOSE_GRACE, new_core
 from .sync_driver import SyncDriver
 
@@ -46,7 +46,7 @@ class ParentWorker(CallPath):
         self._owner_pid: int | None = None  # the process that started the worker
         self._lock = threading.RLock()  # the core's: the sync API reaches it from several threads
         self.metrics = Metrics() if options.metrics else NullMetrics()
-        self._log = bind(log, worker_id=target.name, service_id=target.service_id)
+        self._log = bind(parent_log, worker_id=target.name, service_id=target.service_id)
         self._core = new_core(self)
         self._driver: SyncDriver | AsyncDriver | None = None
         self._sync: SyncDriver = None  # type: ignore[assignment]  # start() sets it
