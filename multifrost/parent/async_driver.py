@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any, Coroutine
 
 from ..channel import AsyncChannel
-from ..errors import CallTimeoutError, MultifrostError
+from ..errors import MultifrostError
 from ..process import ChildProcess
 from . import lifecycle as lc
 from .driver import Driver, stop_process
@@ -65,22 +65,16 @@ class AsyncDriver(Driver):
 
     async def wait_ready(self, timeout: float | None, permit: str) -> tuple[AsyncChannel, float | None]:
         """The worker is down, starting or held: wait for it within the call's timeout."""
-        if permit == "trial":
-            self.feed(lc.TrialCall())
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            channel, verdict = self.ready_channel()
-            if verdict is None:
-                return channel, None if deadline is None else max(0.0, deadline - time.monotonic())
-            if isinstance(verdict, MultifrostError):
-                raise verdict
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise CallTimeoutError(f"{self.target.describe()} did not come back within the timeout")
-            try:
-                await asyncio.wait_for(self.ready.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
+        steps = self.wait_steps(timeout, permit)
+        try:
+            while True:
+                remaining = next(steps)
+                try:
+                    await asyncio.wait_for(self.ready.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+        except StopIteration as done:
+            return done.value
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
         task = self.loop.create_task(coro)
@@ -107,31 +101,21 @@ class AsyncDriver(Driver):
         if not self.install(generation, channel, process):
             await self._release(channel, process, False)
             return self.stale_start()
-        while True:
-            probe = self.start_probe(generation)
-            if not isinstance(probe, lc.Probe):
-                if isinstance(probe, MultifrostError):
-                    self.feed(lc.StartFailed(generation, probe))
-                    return probe
-                return self.stale_start()
-            msg_id, payload = self.heartbeat()
-            try:
-                reply = await channel.request(msg_id, payload, probe.wait, "start")
-            except CallTimeoutError:
+        steps = self.start_steps(generation, channel, process)
+        try:
+            msg_id, payload, wait = next(steps)
+            while True:
                 try:
-                    self.check_start(channel, process)
+                    outcome: Any = await channel.request(msg_id, payload, wait, "start")
                 except MultifrostError as exc:
-                    self.feed(lc.StartFailed(generation, exc))
-                    return exc
-                continue
-            except MultifrostError as exc:  # torn down meanwhile (a close, a restart)
-                self.feed(lc.StartFailed(generation, exc))
-                return exc
-            if process is not None:
-                self.loop.add_reader(process.stderr_fd, process.read_stderr)
-                self.loop.add_reader(process.exit_fd, self._on_exit, generation, process)
-            self.started(generation, reply, channel)
-            return None
+                    outcome = exc
+                else:
+                    if process is not None:  # before the core hears it started: an exit from now on is a crash
+                        self.loop.add_reader(process.stderr_fd, process.read_stderr)
+                        self.loop.add_reader(process.exit_fd, self._on_exit, generation, process)
+                msg_id, payload, wait = steps.send(outcome)
+        except StopIteration as done:
+            return done.value
 
     def tear_down(self, action: lc.TearDown) -> None:
         process = self.process if self.generation == action.generation else None

@@ -5,17 +5,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, ContextManager
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Generator
 
 from .. import extensions, protocol
 from ..codec import pack_message
-from ..errors import MultifrostError, WorkerCrashedError, WorkerStartError
+from ..errors import CallTimeoutError, MultifrostError, WorkerCrashedError, WorkerStartError
 from ..process import ChildProcess
 from . import lifecycle as lc
 from .output import route_output
 
 if TYPE_CHECKING:
     from .worker import ParentWorker
+
+#: What a driver's loop is told to do next by the shared steps below (sent back: the outcome).
+Request = tuple[str, bytes, float]  # a start-up probe: send this heartbeat, wait this long for its echo
+Steps = Generator[Any, Any, Any]
 
 CLOSE_GRACE = 1.0  # default seconds a child gets to exit after SHUTDOWN, and again after SIGTERM
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING}
@@ -135,6 +139,50 @@ class Driver:
                 channel.end.send_nowait(pack_message(protocol.shutdown()))
             channel.fail_all(action.reason, final=True)
         return channel, process
+
+    def start_steps(self, generation: int, channel: Any, process: ChildProcess | None) -> Steps:
+        """The opener's part after the end is open, for both drivers: yields each start-up probe
+        (a Request) and gets back its echo or the exception; returns the start error, or None
+        once the worker answered (the core is told either way)."""
+        while True:
+            probe = self.start_probe(generation)
+            if not isinstance(probe, lc.Probe):
+                if isinstance(probe, MultifrostError):
+                    self.feed(lc.StartFailed(generation, probe))
+                    return probe
+                return self.stale_start()
+            msg_id, payload = self.heartbeat()
+            outcome = yield msg_id, payload, probe.wait
+            if isinstance(outcome, CallTimeoutError):
+                try:
+                    self.check_start(channel, process)
+                except MultifrostError as exc:
+                    self.feed(lc.StartFailed(generation, exc))
+                    return exc
+                continue
+            if isinstance(outcome, MultifrostError):  # torn down meanwhile (a close, a restart)
+                self.feed(lc.StartFailed(generation, outcome))
+                return outcome
+            self.started(generation, outcome, channel)
+            return None
+
+    def wait_steps(self, timeout: float | None, permit: str) -> Steps:
+        """A call finds the worker down, starting or held, for both drivers: yields how long to
+        wait for ``ready`` (None: no limit) until the core's verdict says go; returns the channel
+        and what is left of the timeout, or raises the verdict's error or CallTimeoutError."""
+        if permit == "trial":
+            self.feed(lc.TrialCall())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            channel, verdict = self.ready_channel()
+            if verdict is None:
+                return channel, None if deadline is None else max(0.0, deadline - time.monotonic())
+            if isinstance(verdict, MultifrostError):
+                raise verdict
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise CallTimeoutError(f"{self.target.describe()} did not come back within the timeout")
+            yield remaining
 
     def start_probe(self, generation: int) -> lc.Probe | MultifrostError | None:
         """What the opener does next: a Probe, the start error (timed out), or None (stale)."""

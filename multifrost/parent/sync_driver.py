@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..channel import SignallingWaiter, SyncChannel, _read_all
-from ..errors import CallTimeoutError, MultifrostError
+from ..errors import MultifrostError
 from ..process import ChildProcess
 from . import lifecycle as lc
 from .driver import Driver, stop_process
@@ -63,19 +63,13 @@ class SyncDriver(Driver):
 
         Returns the channel to use and what is left of the timeout.
         """
-        if permit == "trial":
-            self.feed(lc.TrialCall())
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            channel, verdict = self.ready_channel()
-            if verdict is None:
-                return channel, None if deadline is None else max(0.0, deadline - time.monotonic())
-            if isinstance(verdict, MultifrostError):
-                raise verdict
-            remaining = _IDLE_WAIT if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise CallTimeoutError(f"{self.target.describe()} did not come back within the timeout")
-            self.ready.wait(min(remaining, _IDLE_WAIT))
+        steps = self.wait_steps(timeout, permit)
+        try:
+            while True:
+                remaining = next(steps)
+                self.ready.wait(_IDLE_WAIT if remaining is None else min(remaining, _IDLE_WAIT))
+        except StopIteration as done:
+            return done.value
 
     def wake(self) -> None:
         """Make the supervisor look at the state again."""
@@ -101,28 +95,17 @@ class SyncDriver(Driver):
         if not self.install(generation, channel, process):
             _release(channel, process, False, self.grace)
             return self.stale_start()
-        while True:
-            probe = self.start_probe(generation)
-            if not isinstance(probe, lc.Probe):
-                if isinstance(probe, MultifrostError):
-                    self.feed(lc.StartFailed(generation, probe))
-                    return probe
-                return self.stale_start()
-            msg_id, payload = self.heartbeat()
-            try:
-                reply = channel.request(msg_id, payload, probe.wait, "start")
-            except CallTimeoutError:
+        steps = self.start_steps(generation, channel, process)
+        try:
+            msg_id, payload, wait = next(steps)
+            while True:
                 try:
-                    self.check_start(channel, process)
+                    outcome: Any = channel.request(msg_id, payload, wait, "start")
                 except MultifrostError as exc:
-                    self.feed(lc.StartFailed(generation, exc))
-                    return exc
-                continue
-            except MultifrostError as exc:  # torn down meanwhile (a close, a restart)
-                self.feed(lc.StartFailed(generation, exc))
-                return exc
-            self.started(generation, reply, channel)
-            return None
+                    outcome = exc
+                msg_id, payload, wait = steps.send(outcome)
+        except StopIteration as done:
+            return done.value
 
     def tear_down(self, action: lc.TearDown) -> None:
         channel, process = self.detach(action)
