@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import extensions, protocol
 from . import wire
-from .codec import Limits, unpack_message
+from .codec import Limits
 from .errors import CallTimeoutError, MultifrostError, ProtocolError, TransportClosed
 from .transports import ParentEnd
 from .wire import DEBUG, wire_debug
@@ -75,7 +75,7 @@ class _Channel:
 
     def _decode(self, payload: bytes) -> protocol.Message | None:
         try:
-            message = protocol.parse(unpack_message(payload, self._limits))
+            message = protocol.decode(payload, self._limits)
             if wire_debug(DEBUG):
                 wire.note(self.wire, "received", payload, self.end.endpoint, message.raw)
             return message

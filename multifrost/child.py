@@ -25,7 +25,7 @@ from . import protocol, wire
 from .child_ext import TAKEN, WorkerExtensions
 from .child_shutdown import abandon_in_flight, finish_in_flight
 from .child_methods import Gone, error_payload, resolve, result_payload
-from .codec import Limits, pack_message, unpack_message
+from .codec import Limits, pack_message
 from .errors import ProtocolError
 from .extensions import announce
 from .held import DEFAULT_BUDGET, HeldReplies
@@ -218,7 +218,7 @@ class ChildWorker:
         """Dispatch one message. Nothing a peer sends may stop the loop (or the watchdog):
         whatever fails here drops that message with one log line."""
         try:
-            message = protocol.parse(unpack_message(payload, self.limits))
+            message = protocol.decode(payload, self.limits)
             if wire_debug(DEBUG):
                 wire.note(self._wire, "received", payload, peer.hex(), message.raw)
             kind = message.type

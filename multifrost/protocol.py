@@ -12,6 +12,8 @@ from typing import Any
 
 import msgpack
 
+from . import heap
+from .codec import Limits, unpack_message
 from .errors import PayloadError, ProtocolError
 
 APP_ID = "comlink_ipc_v4"
@@ -178,11 +180,21 @@ def parse(obj: Any) -> Message:
     return Message(kind, msg_id, obj)
 
 
+def decode(payload: bytes, limits: Limits | None = None) -> Message:
+    """One received payload decoded within ``limits`` and validated (see ``parse``)."""
+    if len(payload) >= heap.LARGE:
+        heap.note_size(len(payload))
+    return parse(unpack_message(payload, limits))
+
+
 def check_size(payload: bytes, max_message_size: int) -> bytes:
     """Refuse, before sending, a message the transport's receiver would drop for its size."""
-    if len(payload) > max_message_size:
-        raise PayloadError(f"cannot send a message of {len(payload)} bytes: it is over the transport's "
+    size = len(payload)
+    if size > max_message_size:
+        raise PayloadError(f"cannot send a message of {size} bytes: it is over the transport's "
                            f"max_message_size={max_message_size} (the receiver would drop it)")
+    if size >= heap.LARGE:
+        heap.note_size(size)
     return payload
 
 

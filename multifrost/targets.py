@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class SpawnTarget:
     """Spawn mode: bind the parent end, start the child process with the endpoint in its env."""
 
-    transports = ("tcp", "ipc", "unix")
+    transports = ("auto", "tcp", "ipc", "unix")
     relocatable = False
     service_id: str | None = None
 
@@ -38,6 +38,8 @@ class SpawnTarget:
         self.args = tuple(str(a) for a in args)
         self.env = dict(env) if env else {}
         self.cwd = cwd
+        if transport == "auto":  # this Python speaks unix; any other program gets tcp, which every implementation speaks
+            transport = "unix" if self.executable == sys.executable else "tcp"
         self.transport = transport
         self.name = os.path.basename(self.script)
         self._ipc_dir: str | None = None

@@ -7,7 +7,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "multifrost"
 
 RANK = {
     "errors": 0,
-    "_limits": 1, "_codec": 1, "_codec_fallback": 1, "codec": 1, "timeouts": 1,
+    "_limits": 1, "_codec": 1, "_codec_fallback": 1, "codec": 1, "timeouts": 1, "heap": 1,
     "protocol": 2, "extensions": 2, "current_call": 2, "tracing": 2, "wire": 2, "spawn_env": 2,
     "transports": 3, "registry": 3, "registry_redis": 3, "registries": 3, "hostaddr": 3, "registry_lock": 3, "process": 3, "metrics": 3, "logs": 3,
     "parent_watch": 3, "options": 3,
@@ -21,9 +21,9 @@ RANK = {
 # The two sides of a call: a parent-side module never imports a child-side one (at run time),
 # so that a reader of one side need not hold the other in their head.
 PARENT_SIDE = {"parent", "options", "target", "targets", "channel", "streams", "proxy", "exit_hooks", "pool",
-               "metrics", "process"}
+               "metrics", "process", "service_pool"}
 CHILD_SIDE = {"child", "runner", "held", "child_methods", "child_shutdown", "child_streams", "child_ext",
-              "parent_watch"}
+              "parent_watch", "service"}
 
 
 # Inside the parent package (multifrost/parent/), the same rule one level down: the pure

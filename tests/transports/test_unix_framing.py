@@ -152,3 +152,19 @@ def test_spawn_over_unix_is_refused_for_a_worker_that_is_not_python():
 
     with pytest.raises(ValueError, match="Python workers only"):
         ParentWorker.spawn("worker.js", executable="node", transport="unix")
+
+
+def test_auto_spawns_this_pythons_workers_over_unix_and_other_programs_over_tcp(tmp_path):
+    from multifrost import ParentWorker
+
+    script = tmp_path / "w.py"
+    script.write_text("from multifrost import ChildWorker\n\n"
+                      "class W(ChildWorker):\n    def ping(self):\n        return 'pong'\n\n"
+                      "if __name__ == '__main__':\n    W().run()\n")
+    with ParentWorker.spawn(str(script), transport="auto", heartbeat_interval=0, default_timeout=30) as worker:
+        assert worker.endpoint.startswith("unix://")
+        assert worker.call.ping() == "pong"
+    node = ParentWorker.spawn("worker.js", executable="node", transport="auto")
+    assert node._target.transport == "tcp"
+    with pytest.raises(ValueError, match="must be one of auto, tcp, ipc, unix"):
+        ParentWorker.spawn(str(script), transport="udp")
