@@ -257,6 +257,20 @@ def test_every_state_and_event_pair_is_decided():
                 core.handle(event, 1.0)
             except (LifecycleError, TransportClosed):
                 assert (state, type(event)) not in lc._TABLE or state == CLOSED
+            else:
+                assert core.state in lc._TABLE[(state, type(event))][1]
+
+
+def test_the_table_names_where_each_transition_may_lead():
+    """Every listed pair says which states it may end in, and handle() holds it to that."""
+    assert all(isinstance(targets, frozenset) and targets <= set(lc.STATES) for _, targets in lc._TABLE.values())
+    core = up()
+    lc._TABLE[(UP, lc.TrialCall)], saved = (lc.Lifecycle._on_close, frozenset({UP})), lc._TABLE[(UP, lc.TrialCall)]
+    try:
+        with pytest.raises(LifecycleError, match="took up to closed"):
+            core.handle(lc.TrialCall(), 1.0)
+    finally:
+        lc._TABLE[(UP, lc.TrialCall)] = saved
 
 
 # -- any sequence of events ------------------------------------------------------------------------

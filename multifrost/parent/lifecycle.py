@@ -149,11 +149,13 @@ class Lifecycle:
         generation = getattr(event, "generation", None)
         if generation is not None and generation != self.live:
             return []  # about a connection torn down since (or never live): changes nothing
-        handler = _TABLE.get((self.state, type(event)))
+        handler, targets = _TABLE.get((self.state, type(event)), (None, frozenset()))
         if handler is None:
             raise LifecycleError(f"{type(event).__name__} cannot happen in state {self.state}")
-        before = self.wake_at()
+        before, was = self.wake_at(), self.state
         actions: list[Action] = handler(self, event, now)
+        if self.state not in targets:
+            raise LifecycleError(f"{type(event).__name__} took {was} to {self.state}, not to {sorted(targets)}")
         actions += self._circuit_actions(now)
         after = self.wake_at()
         if after != before or isinstance(event, TimePassed):
@@ -358,36 +360,34 @@ class Lifecycle:
 
     def _circuit_actions(self, now: float) -> list[Action]:
         state = self.breaker.state(now)
-        if state == self._circuit:
-            return []
-        self._circuit = state
-        return [CircuitChanged(state)]
+        changed, self._circuit = state != self._circuit, state
+        return [CircuitChanged(state)] if changed else []
 
 
 _H = Callable[[Lifecycle, Any, float], "list[Action]"]
 _L = Lifecycle
-#: state x event -> handler; a pair not listed cannot happen (LifecycleError). Events about a
-#: generation that is not live never get here (see ``handle``).
-_TABLE: dict[tuple[str, type], _H] = {
-    (IDLE, Start): _L._on_start,
-    (STARTING, ProbeDue): _L._on_probe_due,
-    (STARTING, Started): _L._on_started,
-    (STARTING, StartFailed): _L._on_start_failed,
-    (UP, ChildExited): _L._on_exited,
-    (UP, HeartbeatEchoed): _L._on_echo,
-    (UP, ConnectionDropped): _L._on_dropped,
-    (UP, MoveSuspected): _L._on_move_suspected,
-    (UP, ServiceMoved): _L._on_moved,
-    (UP, TimePassed): _L._on_time_up,
-    (BACKOFF, TimePassed): _L._on_time_backoff,
-    (DOWN, TrialCall): _L._on_trial,
-    (CLOSED, RestartRequested): _L._on_restart_closed,
+#: state x event -> (handler, the states it may leave the machine in); a pair not listed cannot
+#: happen (LifecycleError). Events about a generation that is not live never get here (``handle``).
+_TABLE: dict[tuple[str, type], tuple[_H, frozenset[str]]] = {
+    (IDLE, Start): (_L._on_start, frozenset({STARTING})),
+    (STARTING, ProbeDue): (_L._on_probe_due, frozenset({STARTING})),
+    (STARTING, Started): (_L._on_started, frozenset({UP})),
+    (STARTING, StartFailed): (_L._on_start_failed, frozenset({DOWN, BACKOFF})),
+    (UP, ChildExited): (_L._on_exited, frozenset({DOWN, BACKOFF})),
+    (UP, HeartbeatEchoed): (_L._on_echo, frozenset({UP})),
+    (UP, ConnectionDropped): (_L._on_dropped, frozenset({UP})),
+    (UP, MoveSuspected): (_L._on_move_suspected, frozenset({UP})),
+    (UP, ServiceMoved): (_L._on_moved, frozenset({UP, BACKOFF})),
+    (UP, TimePassed): (_L._on_time_up, frozenset({UP})),
+    (BACKOFF, TimePassed): (_L._on_time_backoff, frozenset({BACKOFF, STARTING, DOWN})),
+    (DOWN, TrialCall): (_L._on_trial, frozenset({BACKOFF})),
+    (CLOSED, RestartRequested): (_L._on_restart_closed, frozenset()),
 }
-for _state in (STARTING, UP, BACKOFF, DOWN):
-    _TABLE[(_state, RestartRequested)] = _L._on_restart
 for _state in STATES:
-    _TABLE[(_state, CloseRequested)] = _L._ignore if _state == CLOSED else _L._on_close
-    _TABLE[(_state, Exiting)] = _L._on_exiting
+    if _state not in (IDLE, CLOSED):
+        _TABLE[(_state, RestartRequested)] = (_L._on_restart, frozenset({STARTING}))
+    _TABLE[(_state, CloseRequested)] = (_L._ignore if _state == CLOSED else _L._on_close, frozenset({CLOSED}))
+    _TABLE[(_state, Exiting)] = (_L._on_exiting, frozenset({_state, DOWN if _state == BACKOFF else _state}))
 #: what changes nothing in a state: while starting, the opener sees an exit or a drop itself
 #: and the start probe, not a ping, decides; a trial call finds the worker on its way back.
 for _state, _events in {IDLE: (TimePassed,),
@@ -396,4 +396,4 @@ for _state, _events in {IDLE: (TimePassed,),
                         UP: (TrialCall,), BACKOFF: (TrialCall,), DOWN: (TimePassed,),
                         CLOSED: (TrialCall, TimePassed)}.items():
     for _event in _events:
-        _TABLE[(_state, _event)] = _L._ignore
+        _TABLE[(_state, _event)] = (_L._ignore, frozenset({_state}))
