@@ -4,10 +4,15 @@ import pytest
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from multifrost.options import WorkerOptions
 from multifrost.errors import TransportClosed, TransportError, WorkerCrashedError, WorkerStartError
 from multifrost.parent import lifecycle as lc
 from multifrost.parent.lifecycle import (BACKOFF, CLOSED, DOWN, IDLE, STARTING, UP, Config, Lifecycle,
                                          LifecycleError)
+
+def cfg(name, relocatable=False, **options):
+    return Config(name, WorkerOptions(**options), relocatable)
+
 
 CRASH = WorkerCrashedError("worker exited with code 1")
 NO_START = WorkerStartError("worker exited with code 4 before it connected")
@@ -22,7 +27,7 @@ def of(actions, kind):
 
 
 def up(config=None, now=0.0):
-    core = Lifecycle(config or Config("w"), now)
+    core = Lifecycle(config or cfg("w"), now)
     core.handle(lc.Start(), now)
     core.handle(lc.Started(core.live), now)
     return core
@@ -31,7 +36,7 @@ def up(config=None, now=0.0):
 # -- start-up --------------------------------------------------------------------------------
 
 def test_start_opens_then_probes_every_5ms_for_100ms_then_every_250ms():
-    core = Lifecycle(Config("w", start_timeout=10), 0.0)
+    core = Lifecycle(cfg("w", start_timeout=10), 0.0)
     assert core.state == IDLE and core.verdict() is not None
     actions = core.handle(lc.Start(), 0.0)
     assert kinds(actions) == ["HoldCalls", "Open"] and core.state == STARTING and core.verdict() is True
@@ -48,7 +53,7 @@ def test_start_opens_then_probes_every_5ms_for_100ms_then_every_250ms():
 
 
 def test_a_start_that_never_answers_times_out_and_a_failed_first_start_leaves_it_down():
-    core = Lifecycle(Config("w", start_timeout=1.0), 0.0)
+    core = Lifecycle(cfg("w", start_timeout=1.0), 0.0)
     generation = of(core.handle(lc.Start(), 0.0), lc.Open)[0].generation
     assert of(core.handle(lc.ProbeDue(generation), 0.99), lc.Probe)[0].wait == pytest.approx(0.01)
     assert kinds(core.handle(lc.ProbeDue(generation), 1.0)) == ["StartTimedOut"]
@@ -71,7 +76,7 @@ def test_a_crash_without_auto_restart_fails_calls_and_stays_down():
 
 
 def test_auto_restart_backs_off_doubling_and_gives_up_with_the_circuit_open():
-    core = up(Config("w", auto_restart=True, max_restart_attempts=3))
+    core = up(cfg("w", auto_restart=True, max_restart_attempts=3))
     core.handle(lc.ChildExited(core.live, CRASH), 0.0)
     assert core.state == BACKOFF and core.verdict() is True and core.restarting
     now, delays = 0.0, []
@@ -90,7 +95,7 @@ def test_auto_restart_backs_off_doubling_and_gives_up_with_the_circuit_open():
 
 
 def test_a_restart_that_answers_counts_and_the_circuit_stays_closed():
-    core = up(Config("w", auto_restart=True))
+    core = up(cfg("w", auto_restart=True))
     core.handle(lc.ChildExited(core.live, CRASH), 0.0)
     opened = of(core.handle(lc.TimePassed(), 0.1), lc.Open)[0]
     actions = core.handle(lc.Started(opened.generation), 0.2)
@@ -106,7 +111,7 @@ def test_backoff_delays_double_from_a_tenth_of_a_second_up_to_five():
 
 
 def test_the_half_open_trial_restarts_a_down_worker_once_and_its_failure_reopens():
-    core = up(Config("w", max_restart_attempts=1, circuit_reset_timeout=10))
+    core = up(cfg("w", max_restart_attempts=1, circuit_reset_timeout=10))
     core.handle(lc.ChildExited(core.live, CRASH), 0.0)
     assert core.circuit_state(0.0) == "open" and core.permit(0.0) is None
     assert core.wake_at() == 10.0
@@ -121,7 +126,7 @@ def test_the_half_open_trial_restarts_a_down_worker_once_and_its_failure_reopens
 
 
 def test_a_manual_restart_closes_the_circuit_and_tears_the_old_child_down():
-    core = up(Config("w", max_restart_attempts=1))
+    core = up(cfg("w", max_restart_attempts=1))
     old = core.live
     core.handle(lc.ChildExited(old, CRASH), 0.0)
     actions = core.handle(lc.RestartRequested(), 1.0)
@@ -144,7 +149,7 @@ def test_a_manual_restart_that_fails_leaves_the_worker_down():
 # -- heartbeats ----------------------------------------------------------------------------------
 
 def test_heartbeats_go_out_on_schedule_and_misses_make_the_worker_unhealthy_and_count_once():
-    core = up(Config("w", heartbeat_interval=1.0, heartbeat_timeout=3.0, heartbeat_max_misses=3))
+    core = up(cfg("w", heartbeat_interval=1.0, heartbeat_timeout=3.0, heartbeat_max_misses=3))
     gen = core.live
     sent = []
     for second in range(1, 8):
@@ -159,12 +164,12 @@ def test_heartbeats_go_out_on_schedule_and_misses_make_the_worker_unhealthy_and_
 
 
 def test_no_heartbeats_when_the_interval_is_zero():
-    core = up(Config("w", heartbeat_interval=0))
+    core = up(cfg("w", heartbeat_interval=0))
     assert core.handle(lc.TimePassed(), 1000.0) == [lc.WaitUntil(None)]
 
 
 def test_a_silent_service_holds_calls_until_the_registry_answers():
-    core = up(Config("svc", heartbeat_interval=1.0, heartbeat_timeout=0.5, heartbeat_max_misses=1,
+    core = up(cfg("svc", heartbeat_interval=1.0, heartbeat_timeout=0.5, heartbeat_max_misses=1,
                      relocatable=True))
     gen = core.live
     core.handle(lc.TimePassed(), 1.0)
@@ -181,19 +186,19 @@ def test_a_silent_service_holds_calls_until_the_registry_answers():
 # -- dropped connections -------------------------------------------------------------------------
 
 def test_a_spawned_childs_dropped_connection_fails_its_calls_after_a_second_unless_it_exited():
-    core = up(Config("w", heartbeat_interval=0))
+    core = up(cfg("w", heartbeat_interval=0))
     gen = core.live
     assert core.handle(lc.ConnectionDropped(gen, spawned=True), 5.0) == [lc.WaitUntil(6.0)]
     actions = core.handle(lc.TimePassed(), 6.0)
     assert kinds(actions) == ["FailInFlight"] and isinstance(actions[0].error, TransportError)
-    core2 = up(Config("w", heartbeat_interval=0))
+    core2 = up(cfg("w", heartbeat_interval=0))
     core2.handle(lc.ConnectionDropped(core2.live, spawned=True), 5.0)
     core2.handle(lc.ChildExited(core2.live, CRASH), 5.5)
     assert kinds(core2.handle(lc.TimePassed(), 6.0)) == []  # the exit failed them as a crash
 
 
 def test_a_services_dropped_connection_holds_calls_and_probes():
-    core = up(Config("svc", relocatable=True, heartbeat_interval=0))
+    core = up(cfg("svc", relocatable=True, heartbeat_interval=0))
     gen = core.live
     core.handle(lc.ConnectionDropped(gen), 0.0)
     actions = core.handle(lc.TimePassed(), 0.05)
@@ -205,7 +210,7 @@ def test_a_services_dropped_connection_holds_calls_and_probes():
 # -- close, stale and impossible events ----------------------------------------------------------
 
 def test_close_tears_down_with_shutdown_is_idempotent_and_nothing_restarts_after_it():
-    core = up(Config("w", auto_restart=True))
+    core = up(cfg("w", auto_restart=True))
     gen = core.live
     actions = core.handle(lc.CloseRequested(), 1.0)
     assert kinds(actions) == ["TearDown", "ReleaseCalls"] and actions[0].shutdown
@@ -218,18 +223,18 @@ def test_close_tears_down_with_shutdown_is_idempotent_and_nothing_restarts_after
 
 
 def test_close_during_a_backoff_cancels_the_restart():
-    core = up(Config("w", auto_restart=True))
+    core = up(cfg("w", auto_restart=True))
     core.handle(lc.ChildExited(core.live, CRASH), 0.0)
     assert kinds(core.handle(lc.CloseRequested(), 0.05)) == ["ReleaseCalls"]
     assert not of(core.handle(lc.TimePassed(), 1.0), lc.Open)
 
 
 def test_exiting_stops_a_pending_restart_and_prevents_the_next():
-    core = up(Config("w", auto_restart=True))
+    core = up(cfg("w", auto_restart=True))
     core.handle(lc.Exiting(), 0.0)
     core.handle(lc.ChildExited(core.live, CRASH), 0.0)
     assert core.state == DOWN
-    core2 = up(Config("w", auto_restart=True))
+    core2 = up(cfg("w", auto_restart=True))
     core2.handle(lc.ChildExited(core2.live, CRASH), 0.0)
     core2.handle(lc.Exiting(), 0.01)
     assert core2.state == DOWN and not of(core2.handle(lc.TimePassed(), 1.0), lc.Open)
@@ -242,7 +247,7 @@ def test_impossible_events_raise():
     with pytest.raises(LifecycleError):
         core.handle(lc.Started(core.live), 1.0)
     with pytest.raises(LifecycleError):
-        Lifecycle(Config("w"), 0.0).handle(lc.RestartRequested(), 0.0)
+        Lifecycle(cfg("w"), 0.0).handle(lc.RestartRequested(), 0.0)
 
 
 def test_every_state_and_event_pair_is_decided():
@@ -251,7 +256,7 @@ def test_every_state_and_event_pair_is_decided():
               lc.RestartRequested()]
     for state in lc.STATES:
         for event in events:
-            core = up(Config("w", auto_restart=True))
+            core = up(cfg("w", auto_restart=True))
             core.state = state
             try:
                 core.handle(event, 1.0)
@@ -295,7 +300,7 @@ class LifecycleMachine(RuleBasedStateMachine):
           interval=st.sampled_from([0.0, 0.5, 2.0]))
     @precondition(lambda self: self.core is None)
     def build(self, auto, attempts, relocatable, spawned, interval):
-        self.config = Config("w", auto_restart=auto, max_restart_attempts=attempts, heartbeat_interval=interval,
+        self.config = cfg("w", auto_restart=auto, max_restart_attempts=attempts, heartbeat_interval=interval,
                              heartbeat_timeout=0.4, heartbeat_max_misses=2, start_timeout=1.0,
                              circuit_reset_timeout=3.0, relocatable=relocatable)
         self.spawned = spawned
@@ -316,7 +321,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert not self.closed, "opened after close"
                 if was == BACKOFF:
                     self.auto_opens += 1
-                    assert self.auto_opens <= self.config.max_restart_attempts
+                    assert self.auto_opens <= self.config.options.max_restart_attempts
             elif isinstance(action, lc.CircuitChanged):
                 assert (self.circuit, action.state) in LEGAL_CIRCUIT, (self.circuit, action.state)
                 self.circuit = action.state
@@ -417,7 +422,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.core is not None)
     def settles(self):
         """Driving time and failing every start, a restarting worker ends up or down in bounded steps."""
-        for _ in range(4 * self.config.max_restart_attempts + 4):
+        for _ in range(4 * self.config.options.max_restart_attempts + 4):
             if self.core.state == STARTING:
                 self.apply(lc.StartFailed(self.core.live, NO_START))
             elif self.core.state == BACKOFF:

@@ -28,12 +28,7 @@ _LEVELS = {"info": logging.INFO, "warning": logging.WARNING}
 def new_core(worker: ParentWorker) -> lc.Lifecycle:
     """The lifecycle core for ``worker``'s target and options."""
     options, target = worker.options, worker._target
-    config = lc.Config(target.describe(), auto_restart=options.auto_restart,
-                       max_restart_attempts=options.max_restart_attempts,
-                       heartbeat_interval=options.heartbeat_interval, heartbeat_timeout=options.heartbeat_timeout,
-                       heartbeat_max_misses=options.heartbeat_max_misses, start_timeout=options.start_timeout,
-                       circuit_reset_timeout=options.circuit_reset_timeout, relocatable=target.relocatable,
-                       id_prefix=protocol.new_id())
+    config = lc.Config(target.describe(), options, target.relocatable, protocol.new_id())
     return lc.Lifecycle(config, time.monotonic())
 
 

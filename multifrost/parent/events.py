@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from ..errors import MultifrostError
+from ..options import WorkerOptions
 
 
 # -- events --------------------------------------------------------------------------------
@@ -195,14 +196,8 @@ Action = Union[Open, Probe, StartTimedOut, TearDown, FailInFlight, HoldCalls, Re
 
 @dataclass(frozen=True)
 class Config:
-    """What the lifecycle needs to know about the worker and its options."""
-    name: str  # the worker in words, for messages
-    auto_restart: bool = False
-    max_restart_attempts: int = 5
-    heartbeat_interval: float = 5.0
-    heartbeat_timeout: float = 3.0
-    heartbeat_max_misses: int = 3
-    start_timeout: float = 10.0
-    circuit_reset_timeout: float = 10.0
+    """The worker as the lifecycle sees it: a name for messages, its options, what its target says."""
+    name: str
+    options: WorkerOptions = WorkerOptions()
     relocatable: bool = False  # a registered service that may move (connect mode)
-    id_prefix: str = "hb"
+    id_prefix: str = "hb"  # heartbeat ids are this, a dash and a count

@@ -54,13 +54,13 @@ class Lifecycle:
     """The state machine. ``handle(event, now)`` returns the actions to carry out, in order."""
 
     def __init__(self, config: Config, now: float) -> None:
-        self.config = config
+        self.config, self.options = config, (options := config.options)
         # Failures in a row that open the circuit: with auto_restart, a crash and then
         # max_restart_attempts failed restarts (or restarted children that die before answering).
-        threshold = max(1, config.max_restart_attempts) + (1 if config.auto_restart else 0)
-        self.breaker = CircuitBreaker(threshold, config.circuit_reset_timeout)
-        self.beats = Heartbeats(config.heartbeat_interval, config.heartbeat_timeout,
-                                config.heartbeat_max_misses, now)
+        threshold = max(1, options.max_restart_attempts) + (1 if options.auto_restart else 0)
+        self.breaker = CircuitBreaker(threshold, options.circuit_reset_timeout)
+        self.beats = Heartbeats(options.heartbeat_interval, options.heartbeat_timeout,
+                                options.heartbeat_max_misses, now)
         self.state = IDLE
         self.generation = 0  # of the last Open
         self.live: int | None = None  # the generation whose connection is open, if any
@@ -113,7 +113,7 @@ class Lifecycle:
         if self.state == BACKOFF and self._restart_at is not None:
             times.append(self._restart_at)
         if self.state == UP:
-            if self.config.heartbeat_interval > 0:
+            if self.options.heartbeat_interval > 0:
                 times.append(self.beats.next_event())
             if self._drop_due is not None:
                 times.append(self._drop_due)
@@ -172,7 +172,7 @@ class Lifecycle:
     def _open(self, now: float, kind: str) -> list[Action]:
         self.generation += 1
         self.state, self.live, self.held, self.checking, self._drop_due = STARTING, self.generation, True, False, None
-        self._start = _Start(now, now + self.config.start_timeout, kind, now)
+        self._start = _Start(now, now + self.options.start_timeout, kind, now)
         return [HoldCalls(), Open(self.generation)]
 
     def _on_probe_due(self, event: ProbeDue, now: float) -> list[Action]:
@@ -240,11 +240,11 @@ class Lifecycle:
         extra = {"pid": event.pid, "exit_code": getattr(event.error, "exit_code", None)}
         actions: list[Action] = [Log("warning", str(event.error), extra)] + self._lose(event.error)
         self.breaker.record_failure(now)
-        restart = self.config.auto_restart and not self.exiting and self.breaker.state(now) == CIRCUIT_CLOSED
+        restart = self.options.auto_restart and not self.exiting and self.breaker.state(now) == CIRCUIT_CLOSED
         if restart:
-            return actions + self._run_restarts(self.config.max_restart_attempts, now)
+            return actions + self._run_restarts(self.options.max_restart_attempts, now)
         self.state = DOWN
-        if self.config.auto_restart:
+        if self.options.auto_restart:
             actions.append(Log("warning", f"{self.config.name}: not restarting it, the circuit breaker is open"))
         return actions + [ReleaseCalls()]
 
@@ -276,7 +276,7 @@ class Lifecycle:
             return [FailInFlight(self.live, TransportError(what))]
         self.held = True
         return [HoldCalls(), FailInFlight(self.live, WorkerCrashedError(what)),
-                Probe(self.live, self.config.heartbeat_timeout)]
+                Probe(self.live, self.options.heartbeat_timeout)]
 
     def _on_move_suspected(self, event: MoveSuspected, now: float) -> list[Action]:
         if self.checking or not self.config.relocatable:
@@ -291,7 +291,7 @@ class Lifecycle:
             return [ReleaseCalls()] if released else []
         error = WorkerCrashedError(f"{self.config.name} went away; calls in flight failed, reconnecting")
         actions = [Log("warning", str(error))] + self._lose(error)
-        return actions + self._run_restarts(self.config.max_restart_attempts, now)
+        return actions + self._run_restarts(self.options.max_restart_attempts, now)
 
     def _on_restart(self, event: RestartRequested, now: float) -> list[Action]:
         self.breaker.reset()
@@ -326,7 +326,7 @@ class Lifecycle:
         generation = self.live
         if self._drop_due is not None and now >= self._drop_due:
             actions += self._dropped_due()
-        if self.config.heartbeat_interval <= 0:
+        if self.options.heartbeat_interval <= 0:
             return actions
         for msg_id in self.beats.overdue(now):
             actions.append(ForgetHeartbeat(generation, msg_id))
