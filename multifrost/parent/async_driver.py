@@ -89,33 +89,39 @@ class AsyncDriver(Driver):
 
     async def _open(self, generation: int) -> MultifrostError | None:
         """Open the end (spawning or discovering), then probe until the worker echoes; returns the
-        start error (after telling the core), None once started."""
+        start error, None once started."""
         await asyncio.gather(*self._stopping)  # the child this one replaces is gone first
+        steps = self.open_steps(generation)
         try:
-            end, process = await self.target.aopen()
-        except MultifrostError as exc:  # a failed spawn, or (connect mode) the service not found
-            self.feed(lc.StartFailed(generation, exc))
-            return exc
-        channel = AsyncChannel(end, self.on_output, self.options.limits)
-        channel.on_drop = lambda: self.feed(lc.ConnectionDropped(generation, process is not None))
-        if not self.install(generation, channel, process):
-            await self._release(channel, process, False)
-            return self.stale_start()
-        steps = self.start_steps(generation, channel, process)
-        try:
-            msg_id, payload, wait = next(steps)
+            step = next(steps)
             while True:
                 try:
-                    outcome: Any = await channel.request(msg_id, payload, wait, "start")
+                    outcome = await self._step(step)
                 except MultifrostError as exc:
-                    outcome = exc
+                    step = steps.throw(exc)
                 else:
-                    if process is not None:  # before the core hears it started: an exit from now on is a crash
-                        self.loop.add_reader(process.stderr_fd, process.read_stderr)
-                        self.loop.add_reader(process.exit_fd, self._on_exit, generation, process)
-                msg_id, payload, wait = steps.send(outcome)
+                    step = steps.send(outcome)
         except StopIteration as done:
             return done.value
+
+    async def _step(self, step: tuple) -> Any:
+        if step[0] == "open":
+            return await self.target.aopen()
+        if step[0] == "release":
+            return await self._release(step[1], step[2], False)
+        channel, msg_id, payload, wait = step[1:]
+        return await channel.request(msg_id, payload, wait, "start")
+
+    def new_channel(self, end: Any, generation: int, process: ChildProcess | None) -> AsyncChannel:
+        channel = AsyncChannel(end, self.on_output, self.options.limits)
+        channel.on_drop = lambda: self.feed(lc.ConnectionDropped(generation, process is not None))
+        return channel
+
+    def on_started(self, generation: int, process: ChildProcess | None) -> None:
+        """An exit of the child from now on is a crash: watch its exit and stderr descriptors."""
+        if process is not None:
+            self.loop.add_reader(process.stderr_fd, process.read_stderr)
+            self.loop.add_reader(process.exit_fd, self._on_exit, generation, process)
 
     def tear_down(self, action: lc.TearDown) -> None:
         process = self.process if self.generation == action.generation else None

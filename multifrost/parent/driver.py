@@ -135,10 +135,20 @@ class Driver:
             channel.fail_all(action.reason, final=True)
         return channel, process
 
-    def start_steps(self, generation: int, channel: Any, process: ChildProcess | None) -> Steps:
-        """The opener's part after the end is open, for both drivers: yields each start-up probe
-        (a Request) and gets back its echo or the exception; returns the start error, or None
-        once the worker answered (the core is told either way)."""
+    def open_steps(self, generation: int) -> Steps:
+        """Opening ``generation`` for both drivers, as steps each runs with its own I/O: yields
+        ``("open",)`` (send back the target's end and child), ``("release", channel, process)``
+        and ``("probe", channel, msg_id, payload, wait)`` (send back the echo); a failed step is
+        thrown in. Returns the start error, or None once the worker answered; the core hears either."""
+        try:
+            end, process = yield ("open",)
+        except MultifrostError as exc:  # a failed spawn, or (connect mode) the service not found
+            self.feed(lc.StartFailed(generation, exc))
+            return exc
+        channel = self.new_channel(end, generation, process)
+        if not self.install(generation, channel, process):
+            yield ("release", channel, process)
+            return self.stale_start()
         while True:
             probe = self.start_probe(generation)
             if not isinstance(probe, lc.Probe):
@@ -147,19 +157,27 @@ class Driver:
                     return probe
                 return self.stale_start()
             msg_id, payload = self.heartbeat()
-            outcome = yield msg_id, payload, probe.wait
-            if isinstance(outcome, CallTimeoutError):
+            try:
+                reply = yield ("probe", channel, msg_id, payload, probe.wait)
+            except CallTimeoutError:
                 try:
                     self.check_start(channel, process)
                 except MultifrostError as exc:
                     self.feed(lc.StartFailed(generation, exc))
                     return exc
                 continue
-            if isinstance(outcome, MultifrostError):  # torn down meanwhile (a close, a restart)
-                self.feed(lc.StartFailed(generation, outcome))
-                return outcome
-            self.started(generation, outcome, channel)
+            except MultifrostError as exc:  # torn down meanwhile (a close, a restart)
+                self.feed(lc.StartFailed(generation, exc))
+                return exc
+            self.on_started(generation, process)
+            self.started(generation, reply, channel)
             return None
+
+    def new_channel(self, end: Any, generation: int, process: ChildProcess | None) -> Any:
+        raise NotImplementedError
+
+    def on_started(self, generation: int, process: ChildProcess | None) -> None:
+        """Just before the core hears that ``generation`` answered (a driver may start watching it)."""
 
     def wait_steps(self, timeout: float | None, permit: str) -> Steps:
         """A call finds the worker down, starting or held, for both drivers: yields how long to

@@ -82,30 +82,33 @@ class SyncDriver(Driver):
     # -- actions ---------------------------------------------------------------------------
 
     def open(self, action: lc.Open) -> MultifrostError | None:
-        """Open the end (spawning or discovering), then probe until the worker echoes; returns the
-        start error (after telling the core), None once started."""
-        generation = action.generation
+        """Open the end (spawning or discovering), then probe until the worker echoes (blocking);
+        returns the start error, None once started."""
+        steps = self.open_steps(action.generation)
         try:
-            end, process = self.target.open()
-        except MultifrostError as exc:  # a failed spawn, or (connect mode) the service not found
-            self.feed(lc.StartFailed(generation, exc))
-            return exc
-        channel = SyncChannel(end, self.on_output, self.options.limits)
-        channel.on_drop = lambda: self._on_drop(generation)
-        if not self.install(generation, channel, process):
-            _release(channel, process, False, self.grace)
-            return self.stale_start()
-        steps = self.start_steps(generation, channel, process)
-        try:
-            msg_id, payload, wait = next(steps)
+            step = next(steps)
             while True:
                 try:
-                    outcome: Any = channel.request(msg_id, payload, wait, "start")
+                    outcome = self._step(step)
                 except MultifrostError as exc:
-                    outcome = exc
-                msg_id, payload, wait = steps.send(outcome)
+                    step = steps.throw(exc)
+                else:
+                    step = steps.send(outcome)
         except StopIteration as done:
             return done.value
+
+    def _step(self, step: tuple) -> Any:
+        if step[0] == "open":
+            return self.target.open()
+        if step[0] == "release":
+            return _release(step[1], step[2], False, self.grace)
+        channel, msg_id, payload, wait = step[1:]
+        return channel.request(msg_id, payload, wait, "start")
+
+    def new_channel(self, end: Any, generation: int, process: ChildProcess | None) -> SyncChannel:
+        channel = SyncChannel(end, self.on_output, self.options.limits)
+        channel.on_drop = lambda: self._on_drop(generation)
+        return channel
 
     def tear_down(self, action: lc.TearDown) -> None:
         channel, process = self.detach(action)
