@@ -17,8 +17,7 @@ from .output import route_output
 if TYPE_CHECKING:
     from .worker import ParentWorker
 
-#: What a driver's loop is told to do next by the shared steps below (sent back: the outcome).
-Request = tuple[str, bytes, float]  # a start-up probe: send this heartbeat, wait this long for its echo
+#: The shared sequences below: each yields what its driver does next, which sends back the outcome.
 Steps = Generator[Any, Any, Any]
 
 CLOSE_GRACE = 1.0  # default seconds a child gets to exit after SHUTDOWN, and again after SIGTERM
