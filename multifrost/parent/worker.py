@@ -7,6 +7,7 @@ are the core's (``lifecycle.py``), the call path is ``calls.py``, and one driver
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -338,7 +339,12 @@ class ParentWorker(CallPath):
     def _exit_now(self) -> ChildProcess | None:
         """This process is exiting (signal, atexit): never restart; the child to stop, if any."""
         with self._lock:
-            self._core.handle(lc.Exiting(), time.monotonic())
+            actions = self._core.handle(lc.Exiting(), time.monotonic())
+        if self._async is not None:  # (maybe from a signal handler: the loop carries them out, if it runs)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits on it
+                self._async.loop.call_soon_threadsafe(self._async.carry_out, actions)
+        elif self._sync is not None:
+            self._sync.carry_out(actions)
         return self._driver.process if self._driver is not None else None
 
     def _forked(self) -> None:
