@@ -139,8 +139,7 @@ class _Stream:
         self._channel.drop_stream(self._id)
         self._post(extensions.cancel(self._id))
         self._end_span()
-        if self._permit == "trial":
-            self._worker._breaker.end_trial()
+        self._worker._end_trial(self._permit)
 
 
 class SyncStream(_Stream):

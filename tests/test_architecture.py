@@ -9,8 +9,8 @@ RANK = {
     "errors": 0,
     "_limits": 1, "_codec": 1, "_codec_fallback": 1, "codec": 1, "timeouts": 1, "heap": 1,
     "protocol": 2, "extensions": 2, "current_call": 2, "tracing": 2, "wire": 2, "spawn_env": 2,
-    "transports": 3, "registry": 3, "registry_redis": 3, "registries": 3, "hostaddr": 3, "registry_lock": 3, "process": 3, "metrics": 3, "circuit": 3, "logs": 3,
-    "heartbeats": 3, "parent_watch": 3, "options": 3,
+    "transports": 3, "registry": 3, "registry_redis": 3, "registries": 3, "hostaddr": 3, "registry_lock": 3, "process": 3, "metrics": 3, "logs": 3,
+    "parent_watch": 3, "options": 3,
     "channel_base": 4, "channel_sync": 4, "channel_async": 4, "channel": 4, "target": 4, "proxy": 4, "exit_hooks": 4, "streams": 4,
     "held": 4, "child_io": 4, "child_methods": 4, "child_shutdown": 4, "child_streams": 4, "child_ext": 4,
     "parent": 5, "targets": 5, "child": 5, "runner": 5, "pool": 5, "service": 5, "service_pool": 5,
@@ -21,10 +21,27 @@ RANK = {
 # The two sides of a call: a parent-side module never imports a child-side one (at run time),
 # so that a reader of one side need not hold the other in their head.
 PARENT_SIDE = {"parent", "options", "target", "targets", "channel", "channel_base", "channel_sync", "channel_async",
-               "streams", "proxy", "exit_hooks", "pool", "heartbeats", "circuit",
+               "streams", "proxy", "exit_hooks", "pool",
                "metrics", "process", "service_pool"}
 CHILD_SIDE = {"child", "runner", "held", "child_io", "child_methods", "child_shutdown", "child_streams", "child_ext",
               "parent_watch", "service"}
+
+
+# Inside the parent package (multifrost/parent/), the same rule one level down: the pure
+# lifecycle core at the bottom, the facade at the top.
+PARENT_RANK = {
+    "circuit": 0, "heartbeats": 0, "events": 0,
+    "lifecycle": 1,
+    "calls": 2, "output": 2,
+    "driver": 3,
+    "sync_driver": 4, "async_driver": 4,
+    "worker": 5,
+    "__init__": 6,
+}
+#: What the lifecycle core may not import, directly or through another multifrost module: it
+#: does no I/O, waits for nothing and reads no clock (its drivers do).
+IMPURE = {"asyncio", "threading", "socket", "select", "selectors", "zmq", "subprocess", "time"}
+CORE = ("lifecycle", "events", "circuit", "heartbeats")
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -59,9 +76,9 @@ def internal_imports(path: pathlib.Path) -> set[str]:
                 parts = node.module.split(".")
                 found.add(parts[1] if len(parts) > 1 else "__init__")
             elif node.level > 0:
-                inside_transports = path.parent.name == "transports"
-                if inside_transports and node.level == 1:
-                    found.add("transports")
+                inside = path.parent.name if path.parent != PACKAGE else None
+                if inside in ("transports", "parent") and node.level == 1:
+                    found.add(inside)
                 elif node.module:
                     found.add(node.module.split(".")[0])
                 else:
@@ -95,8 +112,10 @@ def test_no_module_imports_a_higher_layer():
 def test_the_table_is_documented():
     doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
     for name in RANK:
-        shown = "transports/" if name == "transports" else (f"{name}.pyx" if name == "_codec" else f"{name}.py")
+        shown = f"{name}/" if name in ("transports", "parent") else (f"{name}.pyx" if name == "_codec" else f"{name}.py")
         assert shown in doc, f"docs/architecture.md does not mention {shown}"
+    for name in set(PARENT_RANK) - {"__init__"}:
+        assert f"`{name}.py`" in doc, f"docs/architecture.md does not mention parent/{name}.py"
 
 
 def test_imports_for_annotations_only_are_told_apart(tmp_path):
@@ -113,15 +132,60 @@ def test_the_parent_side_never_imports_the_child_side():
     assert not wrong, "\n".join(wrong)
 
 
+def parent_imports(path: pathlib.Path) -> set[str]:
+    """The modules of the parent package that ``path`` (one of them) imports at run time."""
+    found = set()
+    for node in _runtime_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.update([node.module] if node.module else [alias.name for alias in node.names])
+    return found
+
+
+def test_parent_package_modules_import_only_lower_ones():
+    modules = sorted((PACKAGE / "parent").glob("*.py"))
+    assert {p.stem for p in modules} == set(PARENT_RANK), "add new parent modules to PARENT_RANK"
+    wrong = [f"parent/{p.name} imports {other}" for p in modules for other in parent_imports(p)
+             if PARENT_RANK[other] >= PARENT_RANK[p.stem] and p.stem != "__init__"]
+    assert not wrong, "\n".join(wrong)
+
+
+def _std_imports(path: pathlib.Path) -> set[str]:
+    found = set()
+    for node in _runtime_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.add((node.module or "").split(".")[0])
+    return found
+
+
+def test_the_lifecycle_core_does_no_io_and_reads_no_clock():
+    """lifecycle.py and what it stands on import none of IMPURE, even through another module."""
+    seen, todo, wrong = set(), [PACKAGE / "parent" / f"{name}.py" for name in CORE], []
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        wrong += [f"{path.relative_to(PACKAGE)} imports {m}" for m in _std_imports(path) & IMPURE]
+        for node in _runtime_nodes(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level and node.module:
+                base = path.parent if node.level == 1 else PACKAGE
+                todo.append(base.joinpath(*node.module.split(".")).with_suffix(".py"))
+    assert not wrong, "\n".join(wrong)
+    assert not {"asyncio", "threading", "time"} & set(vars(__import__("multifrost.parent.lifecycle",
+                                                                    fromlist=["x"])))
+
+
 def test_the_parent_asks_its_target_instead_of_switching_on_its_class():
     """The Target protocol (target.py) says what differs between spawn, connect and in-process."""
-    for name in ("parent.py", "streams.py", "pool.py", "channel.py"):
+    for name in [f"parent/{p.name}" for p in (PACKAGE / "parent").glob("*.py")] + ["streams.py", "pool.py", "channel.py"]:
         text = (PACKAGE / name).read_text()
         assert not re.search(r"isinstance\([^)]*Target\b", text), name
 
 
-#: Modules allowed over the size limit: the codec twins; parent.py until its split into a package lands.
-LONG_ALLOWED = {"_codec.pyx", "_codec_fallback.py", "parent.py"}
+#: Modules allowed over the size limit: the codec twins.
+LONG_ALLOWED = {"_codec.pyx", "_codec_fallback.py"}
 
 
 def test_no_module_is_over_400_lines():

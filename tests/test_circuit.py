@@ -7,68 +7,60 @@ import pytest
 
 from helpers import CLIENTS
 from multifrost import CircuitOpenError, ParentWorker, WorkerCrashedError, WorkerStartError
-from multifrost.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from multifrost.parent import _backoff_delays
+from multifrost.parent.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from multifrost.parent.lifecycle import backoff_delays
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLAKY = os.path.join(HERE, "workers", "flaky_start.py")
 MATH = os.path.join(HERE, "workers", "math_worker.py")
 
 
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_opens_after_threshold_failures_in_a_row():
-    breaker = CircuitBreaker(3, 10.0, clock=Clock())
-    breaker.record_failure()
-    breaker.record_failure()
+    breaker, now = CircuitBreaker(3, 10.0), 100.0
+    breaker.record_failure(now)
+    breaker.record_failure(now)
     breaker.record_success()  # an answer ends the run
-    breaker.record_failure()
-    breaker.record_failure()
-    assert breaker.state == CLOSED and breaker.allow() == "closed"
-    breaker.record_failure()
-    assert breaker.state == OPEN and breaker.allow() is None
+    breaker.record_failure(now)
+    breaker.record_failure(now)
+    assert breaker.state(now) == CLOSED and breaker.allow(now) == "closed"
+    breaker.record_failure(now)
+    assert breaker.state(now) == OPEN and breaker.allow(now) is None
 
 
 def test_half_open_lets_one_trial_through_and_it_decides():
-    clock = Clock()
-    breaker = CircuitBreaker(1, 10.0, clock=clock)
-    breaker.record_failure()
-    clock.now += 9.9
-    assert breaker.allow() is None
-    clock.now += 0.1
-    assert breaker.state == HALF_OPEN
-    assert breaker.allow() == "trial"
-    assert breaker.allow() is None  # only one trial at a time
-    breaker.record_failure()  # the trial failed: open again, for a full reset timeout
-    assert breaker.state == OPEN
-    clock.now += 10
-    assert breaker.allow() == "trial"
+    breaker, now = CircuitBreaker(1, 10.0), 100.0
+    breaker.record_failure(now)
+    assert breaker.half_open_at() == 110.0
+    now += 9.9
+    assert breaker.allow(now) is None
+    now += 0.1
+    assert breaker.state(now) == HALF_OPEN
+    assert breaker.allow(now) == "trial"
+    assert breaker.allow(now) is None and breaker.half_open_at() is None  # only one trial at a time
+    breaker.record_failure(now)  # the trial failed: open again, for a full reset timeout
+    assert breaker.state(now) == OPEN
+    now += 10
+    assert breaker.allow(now) == "trial"
     breaker.end_trial()  # neither success nor failure (a timeout): the next call may try
-    assert breaker.allow() == "trial"
+    assert breaker.allow(now) == "trial"
     breaker.record_success()
-    assert breaker.state == CLOSED and breaker.failures == 0
+    assert breaker.state(now) == CLOSED and breaker.failures == 0
 
 
 def test_success_while_open_does_not_close_but_reset_does():
-    breaker = CircuitBreaker(2, 10.0, clock=Clock())
-    breaker.trip()
+    breaker, now = CircuitBreaker(2, 10.0), 100.0
+    breaker.trip(now)
     breaker.record_success()  # a heartbeat that comes back while open is no trial
-    assert breaker.state == OPEN
+    assert breaker.state(now) == OPEN
     breaker.reset()
-    assert breaker.state == CLOSED and breaker.allow() == "closed"
+    assert breaker.state(now) == CLOSED and breaker.allow(now) == "closed"
     with pytest.raises(ValueError):
         CircuitBreaker(0, 1.0)
 
 
 def test_restart_backoff_doubles_from_a_tenth_of_a_second_up_to_five():
-    assert _backoff_delays(8) == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
-    assert _backoff_delays(5000)[-1] == 5.0
+    assert backoff_delays(8) == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert backoff_delays(5000)[-1] == 5.0
 
 
 def _starts(path) -> int:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from helpers import CLIENTS, wait_until
 from multifrost import ParentWorker
-from multifrost.heartbeats import Heartbeats
+from multifrost.parent.heartbeats import Heartbeats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MATH = os.path.join(HERE, "workers", "math_worker.py")

@@ -75,6 +75,29 @@ def close_while_calls_wait(client):
     return results(30)
 
 
+def call_after_crash(client):
+    _kill(client)
+    return [_outcome(client.call, "add", 1, 2)]
+
+
+def restart_after_close(client):
+    _close(client)
+    return [_outcome(client.restart)]
+
+
+def restart_after_crash(client):
+    _kill(client)
+    return [_outcome(client.restart), _outcome(client.call, "add", 1, 2)]
+
+
+def call_during_auto_restart(client):
+    """A call made while the crashed child is being restarted waits for the new one."""
+    old = client.worker.pid
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: client.worker.pid != old, "the crash was noticed")
+    return [_outcome(client.call, "add", 1, 2, timeout=30)]
+
+
 #: fault -> (options, exception types seen, (is_healthy, circuit_state, pid is None) afterwards)
 TABLE = {
     call_after_close: ({}, [TransportClosed], (False, "closed", True)),
@@ -85,6 +108,10 @@ TABLE = {
     circuit_open: ({"max_restart_attempts": 1}, [CircuitOpenError], (False, "open", True)),
     restart_while_calls_wait: ({}, [WorkerCrashedError] * 3, (True, "closed", False)),
     close_while_calls_wait: ({}, [TransportClosed] * 3, (False, "closed", True)),
+    call_after_crash: ({}, [WorkerCrashedError], (False, "closed", True)),
+    restart_after_close: ({}, [TransportClosed], (False, "closed", True)),
+    restart_after_crash: ({}, [type(None), int], (True, "closed", False)),
+    call_during_auto_restart: ({"auto_restart": True}, [int], (True, "closed", False)),
 }
 
 

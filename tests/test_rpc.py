@@ -2,6 +2,7 @@
 import datetime as dt
 import math
 import os
+import time
 
 import pytest
 
@@ -233,6 +234,19 @@ def test_start_failures(api, tmp_path):
     client = CLIENTS[api](ParentWorker.spawn(str(silent), start_timeout=0.5))
     with pytest.raises(WorkerStartError, match="did not answer"):
         client.start()
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_child_that_exits_before_answering_fails_the_start_within_milliseconds(api, tmp_path):
+    """Start-up probes go every 5 ms for the first 100 ms (not every 250 ms): the exit is seen at once."""
+    script = tmp_path / "gone.sh"
+    script.write_text("exit 3\n")
+    client = CLIENTS[api](ParentWorker.spawn(str(script), executable="/bin/sh"))
+    began = time.monotonic()
+    with pytest.raises(WorkerStartError) as info:
+        client.start()
+    assert info.value.exit_code == 3
+    assert time.monotonic() - began < 0.2
 
 
 def test_child_without_parent_env_exits_fatal(worker_script):
