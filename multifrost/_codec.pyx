@@ -21,7 +21,7 @@ from libc.string cimport memcpy
 
 from msgpack import ExtType
 
-from ._codec_fallback import (
+from ._codec_slow import (
     Unsendable,
     check_data,
     check_key_collisions,

@@ -85,6 +85,9 @@ NOT_FOR_A_WORKER = (
     "multifrost.service_pool", "multifrost.tracing", "multifrost.child_streams", "multifrost.cli",
     "multifrost.transports.curve", "multifrost.transports.memory", "zmq.asyncio",
 )
+#: ... and, with the compiled codec, its pure-Python twin (both share _codec_slow).
+if __import__("multifrost.codec", fromlist=["IMPLEMENTATION"]).IMPLEMENTATION != "python":
+    NOT_FOR_A_WORKER += ("multifrost._codec_fallback",)
 
 
 @pytest.mark.parametrize("url, other_transports", [
