@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from typing import TYPE_CHECKING, Any
 
 from . import protocol
@@ -33,6 +34,8 @@ class AsyncChannel(_Channel):
         self._reading = False  # a pass of the reader runs (a send inside it asks for one more round)
         self._again = False
         self._deadlines = Deadlines(self._loop)
+        self._timed: set[str] = set()  # ids whose reply's arrival time timed_request wants
+        self._arrived: dict[str, float] = {}
         self._loop.add_reader(self._fd, self.drain)
         end.set_reader(self._hidden)
 
@@ -123,8 +126,22 @@ class AsyncChannel(_Channel):
         finally:
             self._reading = False
 
+    async def timed_request(self, msg_id: str, payload: bytes, timeout: float | None,
+                            what: str) -> tuple[protocol.Message, float]:
+        """``request``, and when the reader took its reply (``time.time()``): a heartbeat's round
+        trip ends there, not when the waiting task gets its turn on a busy loop."""
+        self._timed.add(msg_id)
+        try:
+            reply = await self.request(msg_id, payload, timeout, what)
+            return reply, self._arrived.pop(msg_id, None) or time.time()
+        finally:
+            self._timed.discard(msg_id)
+            self._arrived.pop(msg_id, None)
+
     def _resolve(self, future: asyncio.Future, message: protocol.Message) -> None:
         if not future.done():
+            if self._timed and message.id in self._timed:
+                self._arrived[message.id] = time.time()
             future.set_result(message)
 
     def _fail(self, future: asyncio.Future, error: MultifrostError) -> None:

@@ -90,3 +90,40 @@ def test_a_stopped_child_is_unhealthy_within_4_s_with_a_1_s_interval(api):
     finally:
         os.kill(pid, signal.SIGCONT)
         client.close()
+
+
+def test_the_async_round_trip_ends_when_the_reply_is_read_not_when_the_task_resumes():
+    """Both APIs time a heartbeat's echo from its arrival: a loop kept busy after the reader's
+    pass (here 0.2 s) does not add to the async round trip."""
+    import asyncio
+
+    from multifrost import protocol
+    from multifrost.channel import AsyncChannel
+    from multifrost.codec import pack_message
+    from multifrost.transports import open_child_end, open_parent_end
+
+    class BusyAfterReading(AsyncChannel):
+        def drain(self) -> None:
+            super().drain()
+            time.sleep(0.2)  # other work on the loop right after the pass
+
+    async def main():
+        child = open_child_end("memory://rtt-stamp", bind=True)
+        parent = open_parent_end("memory://rtt-stamp", bind=False)
+        channel = BusyAfterReading(parent, lambda message: None)
+        try:
+            beat = protocol.heartbeat()
+            request = asyncio.ensure_future(channel.timed_request(beat["id"], pack_message(beat), 5.0, "heartbeat"))
+            peer, payload = await asyncio.to_thread(child.recv_blocking, 5.0)
+            echo = protocol.heartbeat_echo(protocol.decode(payload))
+            child.send_nowait(peer, pack_message(echo))
+            reply, arrived = await request
+            resumed = time.time()
+            assert reply.id == beat["id"]
+            assert resumed - arrived >= 0.19
+        finally:
+            channel.close()
+            parent.close()
+            child.close()
+
+    asyncio.run(main())

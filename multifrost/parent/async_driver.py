@@ -162,10 +162,10 @@ class AsyncDriver(Driver):
         """One heartbeat (``msg_id``) or probe (None) and its echo."""
         beat_id, payload = self.heartbeat(msg_id)
         try:
-            reply = await channel.request(beat_id, payload, timeout, "heartbeat")
+            reply, arrived = await channel.timed_request(beat_id, payload, timeout, "heartbeat")
         except MultifrostError:
             return
-        self.echoed(generation, msg_id, reply)
+        self.echoed(generation, msg_id, reply, arrived)
 
     def forget_heartbeat(self, action: lc.ForgetHeartbeat) -> None:
         task = self._beats.pop(action.msg_id, None)
