@@ -131,14 +131,19 @@ def test_close_with_linger_lets_a_large_queued_frame_leave(tmp_path):
         child.close()
 
 
-def test_spawn_over_unix_uses_a_private_directory_and_removes_it(tmp_path):
-    from multifrost import ParentWorker
-
+def _pong_worker(tmp_path) -> str:
     script = tmp_path / "w.py"
     script.write_text("from multifrost import ChildWorker\n\n"
                       "class W(ChildWorker):\n    def ping(self):\n        return 'pong'\n\n"
                       "if __name__ == '__main__':\n    W().run()\n")
-    with ParentWorker.spawn(str(script), transport="unix", heartbeat_interval=0, default_timeout=30) as worker:
+    return str(script)
+
+
+def test_spawn_over_unix_uses_a_private_directory_and_removes_it(tmp_path):
+    from multifrost import ParentWorker
+
+    script = _pong_worker(tmp_path)
+    with ParentWorker.spawn(script, transport="unix", heartbeat_interval=0, default_timeout=30) as worker:
         path = worker.endpoint[len("unix://"):]
         directory = os.path.dirname(path)
         assert worker.call.ping() == "pong"
@@ -157,14 +162,11 @@ def test_spawn_over_unix_is_refused_for_a_worker_that_is_not_python():
 def test_auto_spawns_this_pythons_workers_over_unix_and_other_programs_over_tcp(tmp_path):
     from multifrost import ParentWorker
 
-    script = tmp_path / "w.py"
-    script.write_text("from multifrost import ChildWorker\n\n"
-                      "class W(ChildWorker):\n    def ping(self):\n        return 'pong'\n\n"
-                      "if __name__ == '__main__':\n    W().run()\n")
-    with ParentWorker.spawn(str(script), transport="auto", heartbeat_interval=0, default_timeout=30) as worker:
+    script = _pong_worker(tmp_path)
+    with ParentWorker.spawn(script, transport="auto", heartbeat_interval=0, default_timeout=30) as worker:
         assert worker.endpoint.startswith("unix://")
         assert worker.call.ping() == "pong"
     node = ParentWorker.spawn("worker.js", executable="node", transport="auto")
     assert node._target.transport == "tcp"
     with pytest.raises(ValueError, match="must be one of auto, tcp, ipc, unix"):
-        ParentWorker.spawn(str(script), transport="udp")
+        ParentWorker.spawn(script, transport="udp")
