@@ -26,6 +26,10 @@ from .registry import Registry, ServiceEntry
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.5
+#: Seconds a member that answers its heartbeats is kept while its instance is missing from the
+#: registry: a registry that lost its data (Redis restarted) fills up again at the instances'
+#: next lease renewals, within the default lease TTL. An unhealthy member missing is dropped at once.
+MISSING_GRACE = 5.0
 _RETRY_FAILED_AFTER = 5.0  # seconds before a member that failed to start is tried again
 
 
@@ -45,6 +49,7 @@ class ServicePool:
         self._members: dict[tuple, ParentWorker] = {}
         self._in_flight: dict[ParentWorker, int] = {}
         self._failed: dict[tuple, float] = {}
+        self._missing: dict[tuple, float] = {}  # member -> when it was first found missing from the registry
         self._turn = itertools.count()
         self._lock = threading.Condition()
         self._stop = threading.Event()
@@ -88,9 +93,13 @@ class ServicePool:
         live = {instance_id(e): e for e in live_instances(self._opened, self.service_id)}
         now = time.monotonic()
         with self._lock:
-            gone = [(key, w) for key, w in self._members.items() if key not in live]
+            for key in [key for key in self._missing if key in live or key not in self._members]:
+                del self._missing[key]
+            gone = [(key, w) for key, w in self._members.items() if key not in live
+                    and (not w.is_healthy or now - self._missing.setdefault(key, now) >= MISSING_GRACE)]
             for key, _ in gone:
                 del self._members[key]
+                self._missing.pop(key, None)
             new = [(key, e) for key, e in live.items() if key not in self._members
                    and now - self._failed.get(key, -_RETRY_FAILED_AFTER) >= _RETRY_FAILED_AFTER]
         return new, gone

@@ -204,7 +204,9 @@ def test_a_services_dropped_connection_holds_calls_and_probes():
     actions = core.handle(lc.TimePassed(), 0.05)
     assert kinds(actions) == ["HoldCalls", "FailInFlight", "Probe"]
     assert isinstance(actions[1].error, WorkerCrashedError) and core.verdict() is True
+    assert not core.is_healthy(0.05)  # a pool sends its calls elsewhere meanwhile
     assert kinds(core.handle(lc.HeartbeatEchoed(gen), 0.06)) == ["ReleaseCalls"] and core.verdict() is None
+    assert core.is_healthy(0.06)
 
 
 # -- close, stale and impossible events ----------------------------------------------------------

@@ -193,10 +193,10 @@ def test_redis_restarted_mid_run_nothing_hangs(hosts, cluster):
     assert lines.next(timeout=30)["ready"] == sorted([a.pid, c.pid])
     hosts.redis.stop()
     down = lines.until(2 * TTL)
-    assert down and all("pid" in r for r in down), down  # the pool keeps calling both instances
+    assert down and not [r for r in down if "pid" not in r], down[-5:]  # the pool keeps calling both instances
     assert {r["pid"] for r in down} == {a.pid, c.pid}
     hosts.redis.start()
     assert {lease["pid"] for lease in cluster.registered(2, timeout=5)} == {a.pid, c.pid}  # registered again
     after = lines.until(0.5)
-    assert after and all("pid" in r for r in after), after
+    assert after and not [r for r in after if "pid" not in r], [r for r in after if "pid" not in r]
     assert lines.stop()[-1] == {"done": True}

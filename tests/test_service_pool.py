@@ -81,6 +81,29 @@ def test_a_killed_instance_stops_getting_calls(cluster, redis_url):
         assert answering(pool) == {survivor.pid}
 
 
+def test_a_registry_that_lost_every_lease_costs_no_call(cluster, redis_url):
+    """Redis restarted empty: the instances write their leases back at their next renewal; meanwhile
+    the pool keeps the members that answer their heartbeats, and every call succeeds."""
+    import redis
+
+    cluster(2)
+    with WorkerPool.connect("calc", registry=redis_url, poll_interval=0.05, heartbeat_interval=0.2,
+                            heartbeat_timeout=0.3, heartbeat_max_misses=1) as pool:
+        first = answering(pool)
+        assert len(first) == 2
+        client, registry = redis.Redis.from_url(redis_url), RedisRegistry(redis_url)
+        try:
+            client.flushdb()
+            assert not registry.instances("calc")  # gone until the leases renew
+            results = [pool.call_function("where", timeout=5)[1] for _ in range(60)]
+            assert len(pool) == 2 and set(results) <= first
+            wait_for(lambda: len(registry.instances("calc")) == 2, 10, "the leases to renew")
+        finally:
+            client.close()
+            registry.close()
+        assert answering(pool) == first
+
+
 @pytest.mark.parametrize("registry_kind", ["redis", "file"])
 def test_no_instance_is_service_not_found(registry_kind, redis_url, registry_path):
     registry = redis_url if registry_kind == "redis" else FileRegistry(registry_path)

@@ -274,7 +274,7 @@ class Lifecycle:
                 f"its limits cut it); calls in flight failed")
         if self._drop_spawned:
             return [FailInFlight(self.live, TransportError(what))]
-        self.held = True
+        self.held, self.healthy = True, False  # until a probe's echo says it is there
         return [HoldCalls(), FailInFlight(self.live, WorkerCrashedError(what)),
                 Probe(self.live, self.options.heartbeat_timeout)]
 
