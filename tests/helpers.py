@@ -132,3 +132,13 @@ def alive(pid: int) -> bool:
 def wait_for(predicate, timeout: float, what: str):
     """``wait_until`` with the timeout first, as the multi-host tests write it."""
     return wait_until(predicate, what, timeout)
+
+
+def stop_all(procs) -> None:
+    """Fixture teardown: terminate the service processes still running, reap each, close its stderr pipe."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=20)
+        if proc.stderr is not None:
+            proc.stderr.close()

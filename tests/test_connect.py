@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import CLIENTS
+from helpers import CLIENTS, stop_all
 from multifrost import ParentWorker, ServiceNotFoundError, CallTimeoutError
 from multifrost.registry import FileRegistry
 
@@ -37,10 +37,7 @@ def start_service(tmp_path):
         return proc
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=20)
+    stop_all(procs)
 
 
 @pytest.mark.parametrize("api", ["sync", "async"])

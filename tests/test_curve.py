@@ -9,7 +9,7 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from helpers import CLIENTS, wait_for
+from helpers import CLIENTS, wait_for, stop_all
 from multifrost import AuthenticationError, MultifrostError, ParentWorker
 from multifrost.cli import main as cli_main
 from multifrost.registry import FileRegistry
@@ -48,11 +48,7 @@ def service(tmp_path):
         return proc
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=20)
-        proc.stderr.close()
+    stop_all(procs)
 
 
 def test_keygen_writes_zeromq_certificates_and_never_overwrites(tmp_path, capsys):

@@ -10,7 +10,7 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from helpers import CLIENTS, wait_for
+from helpers import CLIENTS, wait_for, stop_all
 from multifrost import ParentWorker, RegistryError, WorkerCrashedError
 from multifrost.cli import main as cli_main
 from multifrost.registries import dial_endpoint, live_instances, open_registry
@@ -43,11 +43,7 @@ def services(tmp_path):
         return proc
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=20)
-        proc.stderr.close()
+    stop_all(procs)
 
 
 def test_leases_hold_several_instances_per_id_and_expire(registry):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import wait_for
+from helpers import wait_for, stop_all
 
 from multifrost import ServiceNotFoundError, WorkerPool
 from multifrost.registry import FileRegistry
@@ -37,10 +37,7 @@ def cluster(redis_url):
         return started
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=20)
+    stop_all(procs)
     registry.close()
 
 
