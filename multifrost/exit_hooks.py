@@ -35,6 +35,8 @@ _lock = threading.Lock()
 _atexit_installed = False
 _signals_installed = False
 _previous_handlers: dict[int, Any] = {}
+_EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_mask_before_fork: set[signal.Signals] | None = None  # the forking thread's mask, while ours holds them
 
 
 def track(worker: Tracked) -> int:
@@ -120,27 +122,51 @@ def _exiting_children() -> list[ChildProcess]:
     return processes
 
 
+def _hold_signals_for_fork() -> None:
+    """Before fork(), while our handlers are installed: block SIGINT/SIGTERM in the forking thread.
+
+    The new process starts with our handlers; one of these signals arriving before
+    ``_forget_after_fork`` put the previous handlers back would be dropped by CPython (its
+    handler is gone when the interpreter looks), and a forked pool worker would ignore the
+    SIGTERM of ``Pool.terminate()``. Blocked, it waits and meets the restored handler."""
+    global _mask_before_fork
+    if _previous_handlers:
+        _mask_before_fork = signal.pthread_sigmask(signal.SIG_BLOCK, _EXIT_SIGNALS)
+
+
+def _release_signals_after_fork() -> None:
+    """After fork(), in both processes: the forking thread's mask as it was; what was held is delivered."""
+    global _mask_before_fork
+    mask, _mask_before_fork = _mask_before_fork, None
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def _forget_after_fork() -> None:
     """In the child of a fork(): the live workers belong to the parent process. Mark each as
     unusable here and forget them all, so that nothing here ever stops the parent's children."""
     global _lock, _signals_installed
     _lock = threading.Lock()  # another thread may have held it at the fork
-    for ref in list(_live.values()):
-        worker = ref()
-        if worker is not None:
-            worker._forked()
-    _live.clear()
-    # Our handlers go too: a Python-level handler runs only when the main thread gets back to the
-    # interpreter, so a forked process blocked in C (a pool worker waiting on its queue) would not
-    # die of the SIGTERM that Pool.terminate() sends it.
-    for signum, previous in list(_previous_handlers.items()):
-        try:
-            if signal.getsignal(signum) is _on_exit_signal:
-                signal.signal(signum, previous)
-        except (ValueError, OSError, TypeError):
-            continue
-    _previous_handlers.clear()
-    _signals_installed = False
+    try:
+        for ref in list(_live.values()):
+            worker = ref()
+            if worker is not None:
+                worker._forked()
+        _live.clear()
+        # Our handlers go too: a Python-level handler runs only when the main thread gets back to
+        # the interpreter, so a forked process blocked in C (a pool worker waiting on its queue)
+        # would not die of the SIGTERM that Pool.terminate() sends it.
+        for signum, previous in list(_previous_handlers.items()):
+            try:
+                if signal.getsignal(signum) is _on_exit_signal:
+                    signal.signal(signum, previous)
+            except (ValueError, OSError, TypeError):
+                continue
+        _previous_handlers.clear()
+        _signals_installed = False
+    finally:
+        _release_signals_after_fork()
 
 
-os.register_at_fork(after_in_child=_forget_after_fork)
+os.register_at_fork(before=_hold_signals_for_fork, after_in_parent=_release_signals_after_fork,
+                    after_in_child=_forget_after_fork)

@@ -8,7 +8,9 @@ might run it). WAY: ``fork-exit`` (the forked child calls sys.exit(0): atexit ho
 ``fork-os-exit`` (os._exit(0)), ``fork-sigint`` (the forked child gets SIGINT),
 ``mp-exit`` / ``mp-terminate`` (a multiprocessing fork-context Process that returns / is
 terminated), ``pool-terminate`` (a fork-context Pool that is terminated), ``use`` (the forked
-child calls, pings, restarts and closes the inherited worker and reports what happened).
+child calls, pings, restarts and closes the inherited worker and reports what happened),
+``fork-early-sigterm`` (the forked child gets SIGTERM before multifrost's fork hook has run,
+as a pool worker terminated right after it was forked may).
 """
 import asyncio
 import json
@@ -19,9 +21,12 @@ import sys
 import threading
 import time
 
-from multifrost import MultifrostError, ParentWorker
-
 api, way, script = sys.argv[1:4]
+if way == "fork-early-sigterm":  # registered before multifrost's hook, so it runs first in the child
+    os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))
+
+from multifrost import MultifrostError, ParentWorker  # noqa: E402  (after the hook above)
+
 worker = ParentWorker.spawn(script, heartbeat_interval=0.05)
 loop = asyncio.new_event_loop()
 
