@@ -12,7 +12,6 @@ glibc's ``mallopt``, not when ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOL
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 
@@ -39,6 +38,8 @@ def note_size(size: int) -> None:
     decided = True
     if os.environ.get(OPT_OUT_ENV, "1") == "0" or any(name in os.environ for name in _CHOSEN_ALREADY):
         return
+    import ctypes  # here, not at import: only a process that moves a large message needs it
+
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

@@ -31,7 +31,6 @@ Only this package imports ``zmq``, and only when a ZeroMQ scheme is opened.
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -117,6 +116,8 @@ def _parse_tcp(url: str, rest: str) -> Endpoint:
         if not bracket or (port_text and not port_text.startswith(":")):
             raise ValueError(f"endpoint {url!r}: malformed IPv6 address (expected tcp://[addr]:port)")
         has_port, port_text = bool(port_text), port_text[1:]
+        import ipaddress  # only for bracketed addresses: a worker's start-up need not pay for it
+
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
