@@ -10,7 +10,8 @@ A Ctrl-C (KeyboardInterrupt) may land anywhere, even between a lock's creation a
 that it is ours, or at the very entry of ``__exit__``. So a lock is noted as being taken before
 it is created, the file lock never exists without its pid, every release step can be repeated,
 and what a signal still leaves behind is released when the interrupted ``with`` is freed
-(``__del__``), broken at once by the next writer of this process (no running frame holds it),
+(a ``weakref.finalize`` attached only while locks are held: a ``__del__`` would run on every
+write, and a Ctrl-C landing inside it would be swallowed), broken at once by the next writer of this process (no running frame holds it),
 and, once the process is gone, by any writer (its owner is dead).
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import random
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from types import FrameType
 
@@ -58,66 +60,39 @@ class HeldLocks:
     interrupted frame is freed; here whatever escapes ``__enter__`` releases them first.
 
     Each lock this process holds is noted in ``_holders`` with the frame that runs the ``with``;
-    a release removes only a lock still noted as this one's, so that a late release (``__del__``)
+    a release removes only a lock still noted as this one's, so that a late release (the finalizer)
     never removes a lock that was broken as left behind and then taken again."""
 
     def __init__(self, file_lock: Path, dir_lock: Path, registry: Path, timeout: float, stale_after: float) -> None:
-        self._locks = ((file_lock, False), (dir_lock, True))
         self._registry = registry
         self._timeout = timeout
         self._stale_after = stale_after
-        self._held: dict[Path, Identity | Taking] = {}
-        self._holder: FrameType | None = None
+        self._state = _Held((file_lock, False), (dir_lock, True))
+        self._finalizer: weakref.finalize | None = None
 
     def __enter__(self) -> None:
+        state = self._state
         try:
-            self._holder = sys._getframe(1)
+            state.holder = sys._getframe(1)
+            # Freed with locks still held (a Ctrl-C at the entry of __exit__): release them then.
+            self._finalizer = weakref.finalize(self, state.release)
             deadline = time.monotonic() + self._timeout
-            for path, is_dir in self._locks:
-                while not self._take(path, is_dir):
+            for path, is_dir in state.locks:
+                while not state.take(path, is_dir, self._stale_after):
                     if time.monotonic() >= deadline:
                         raise self._timed_out(path)
                     time.sleep(random.uniform(0.001, 0.01))
         except BaseException:
-            self._release()
+            self._exit()
             raise
 
     def __exit__(self, *exc_info) -> None:
-        self._release()
+        self._exit()
 
-    def __del__(self) -> None:
-        if self._held:
-            self._release()  # a Ctrl-C at the entry of __exit__ skipped it
-
-    def _take(self, path: Path, is_dir: bool) -> bool:
-        with _mutex:
-            self._held[path] = time.time_ns() - _CLOCK_SLACK_NS  # noted before it exists
-            identity = _try_lock(path, is_dir, self._stale_after)
-            if identity is None:
-                del self._held[path]
-                return False
-            _holders[path] = (self._holder, identity)
-            self._held[path] = identity
-            return True
-
-    def _release(self) -> None:
-        try:
-            self._unlock_all()
-        finally:
-            self._unlock_all()  # again, if a Ctrl-C cut the first pass short
-
-    def _unlock_all(self) -> None:
-        while self._held:
-            path, identity = next(reversed(self._held.items()))  # the directory lock first
-            with _mutex:
-                holder = _holders.get(path, (None,))[0]
-                if holder is self._holder or (holder is None and not isinstance(identity, tuple)):
-                    if isinstance(identity, tuple):
-                        _unlock(path, identity, is_dir=path == self._locks[1][0])
-                    else:
-                        _unlock_if_made(path, identity, is_dir=path == self._locks[1][0])
-                    _holders.pop(path, None)
-                self._held.pop(path, None)
+    def _exit(self) -> None:
+        self._state.release()
+        if self._finalizer is not None:
+            self._finalizer.detach()
 
     def _timed_out(self, path: Path) -> RegistryError:
         owner = _owner(path)
@@ -125,6 +100,49 @@ class HeldLocks:
             f"could not lock service registry {self._registry} within {self._timeout:g} s: {path} is held by "
             f"{f'pid {owner}' if owner else 'another process'}; if no process is writing the registry, "
             f"delete the lock")
+
+
+class _Held:
+    """The locks one ``HeldLocks`` holds and the frame holding them: apart from it, so that its
+    finalizer can release them without keeping it alive."""
+
+    __slots__ = ("locks", "held", "holder")
+
+    def __init__(self, *locks: tuple[Path, bool]) -> None:
+        self.locks = locks
+        self.held: dict[Path, Identity | Taking] = {}
+        self.holder: FrameType | None = None
+
+    def take(self, path: Path, is_dir: bool, stale_after: float) -> bool:
+        with _mutex:
+            self.held[path] = time.time_ns() - _CLOCK_SLACK_NS  # noted before it exists
+            identity = _try_lock(path, is_dir, stale_after)
+            if identity is None:
+                del self.held[path]
+                return False
+            _holders[path] = (self.holder, identity)
+            self.held[path] = identity
+            return True
+
+    def release(self) -> None:
+        try:
+            self._unlock_all()
+        finally:
+            self._unlock_all()  # again, if a Ctrl-C cut the first pass short
+
+    def _unlock_all(self) -> None:
+        dir_lock = self.locks[1][0]
+        while self.held:
+            path, identity = next(reversed(self.held.items()))  # the directory lock first
+            with _mutex:
+                holder = _holders.get(path, (None,))[0]
+                if holder is self.holder or (holder is None and not isinstance(identity, tuple)):
+                    if isinstance(identity, tuple):
+                        _unlock(path, identity, is_dir=path == dir_lock)
+                    else:
+                        _unlock_if_made(path, identity, is_dir=path == dir_lock)
+                    _holders.pop(path, None)
+                self.held.pop(path, None)
 
 
 def _try_lock(path: Path, is_dir: bool, stale_after: float) -> Identity | None:

@@ -153,7 +153,7 @@ def test_a_lock_holds_its_owners_pid(registry_path):
 
 def _left_locked(registry: FileRegistry):
     """Take both locks in a frame that then returns without releasing them, as a Ctrl-C at the
-    entry of ``__exit__`` would leave them; the caller keeps the object (no ``__del__`` yet)."""
+    entry of ``__exit__`` would leave them; the caller keeps the object (its finalizer has not run)."""
     locks = registry._locked()
     locks.__enter__()
     return locks
@@ -171,3 +171,21 @@ def test_locks_left_by_an_interrupted_release_are_broken_at_once_in_this_process
         assert registry.lock_path.read_text() == str(os.getpid()) and registry.dir_lock_path.is_dir()
     assert not registry.lock_path.exists() and not registry.dir_lock_path.exists()
     assert registry.lookup("svc").port == 5004
+
+
+def test_freeing_a_released_lock_runs_no_python_code(registry_path):
+    """A Ctrl-C that lands in Python code run by a deallocation (``__del__``, a finalizer) is
+    swallowed ("Exception ignored in ..."): every write frees its lock object, so freeing one
+    whose locks were released must run no Python code at all."""
+    registry = FileRegistry(registry_path)
+    registry_path.parent.mkdir(parents=True)
+    locks = registry._locked()
+    with locks:
+        pass
+    calls = []
+    sys.setprofile(lambda frame, event, arg: calls.append((event, frame.f_code.co_name)))
+    try:
+        del locks
+    finally:
+        sys.setprofile(None)
+    assert [call for call in calls if call[0] == "call"] == [], calls
