@@ -103,6 +103,7 @@ class SyncChannel(_Channel):
         return True
 
     def _not_sent(self, msg_id: str | None, waiter: Waiter | None, exc: Exception) -> None:
+        """A send from the outbox raised: its call fails with that (a message without a reply is logged)."""
         if waiter is None:
             log.debug("a message to the worker was not sent: %s", exc)
             return
@@ -114,8 +115,6 @@ class SyncChannel(_Channel):
 
     def post(self, payload: bytes) -> bool:
         """Send a message that expects no reply (CANCEL, CREDIT, a stream's CALL); False when refused."""
-        if self._failure is not None:
-            raise self._failure
         with self._io:
             if self._failure is not None:
                 raise self._failure
@@ -171,6 +170,7 @@ class SyncChannel(_Channel):
         return waiter.outcome()
 
     def _timed_out(self, waiter: Waiter, what: str) -> CallTimeoutError:
+        """The error of a call whose time is up: it says so when the request never left the outbox."""
         if any(entry[1] is waiter for entry in list(self._outbox)):
             return CallTimeoutError(f"{what}: could not send within the timeout (the worker is not reading)")
         return CallTimeoutError(f"{what} timed out")
