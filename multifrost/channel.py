@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from .channel_async import AsyncChannel
 from .channel_base import OutputHandler
-from .channel_sync import SignallingWaiter, SyncChannel, read_all
+from .channel_sync import SyncChannel
+from .channel_waiters import SignallingWaiter, read_all
 
 #: The name parent.py knows this helper by.
 _read_all = read_all

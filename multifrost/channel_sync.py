@@ -1,16 +1,17 @@
 """The sync call channel: blocking calls from any number of threads over one ParentEnd.
 
-Leader/follower: a calling thread sends under the channel's lock, then waits. The first
-waiting thread takes the lead and is then the only reader of the end: it polls the end's
-descriptor (and a wake-up rung by the end when a send hid a reply, or by ``interrupt``),
-takes every reply ready in one pass and hands each to its waiter. Other threads are
-followers: they never touch the socket and sleep on their own lock until their reply is
-in or the lead is handed to them. One thread calling pays no thread hop. See shared
-PERFORMANCE.md (design F).
+Leader/follower: a calling thread puts its request in the outbox and sends it unless another
+thread holds the end (that one sends the outbox before letting go, so no sender ever sleeps
+on the end's lock), then waits. The first waiting thread takes the lead and is then the only
+reader of the end: it polls the end's descriptor (and a wake-up rung by the end when a send
+hid a reply, or by ``interrupt``), takes every reply ready in one pass and hands each to its
+waiter. Other threads are followers: they never read the socket and sleep on their own lock
+until their reply is in or the lead is handed to them. One thread calling pays no thread
+hop. See shared PERFORMANCE.md (design F).
 """
 from __future__ import annotations
 
-import os
+import logging
 import select
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import protocol
 from .channel_base import SEND_RETRY, OutputHandler, _Channel
+from .channel_waiters import Waiter
 from .codec import Limits
 from .errors import CallTimeoutError, MultifrostError, TransportClosed
 from .transports import ParentEnd
@@ -27,53 +29,7 @@ from .transports.base import Wakeup
 if TYPE_CHECKING:
     from .streams import _StreamState
 
-
-class _Waiter:
-    """A sync caller's slot: the outcome, and a lock that is released to wake it."""
-
-    __slots__ = ("message", "error", "done", "sleeping", "wake")
-
-    def __init__(self) -> None:
-        self.message: protocol.Message | None = None
-        self.error: BaseException | None = None
-        self.done = False
-        self.sleeping = False
-        self.wake = threading.Lock()
-        self.wake.acquire()
-
-    def outcome(self) -> protocol.Message:
-        if self.error is not None:
-            raise self.error
-        return self.message  # type: ignore[return-value]  # done without an error: the reply is there
-
-
-class SignallingWaiter(_Waiter):
-    """A waiter for a thread that is not waiting on it (the sync supervisor's heartbeat): when
-    its outcome arrives it notes the time and writes a byte to ``fd`` to wake that thread.
-
-    ``done`` is a property here only, so ordinary calls pay nothing for it.
-    """
-
-    __slots__ = ("fd", "arrived")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.arrived: float | None = None
-        super().__init__()
-
-    @property
-    def done(self) -> bool:
-        return _Waiter.done.__get__(self)  # type: ignore[misc,attr-defined]  # the slot's descriptor
-
-    @done.setter
-    def done(self, value: bool) -> None:
-        _Waiter.done.__set__(self, value)  # type: ignore[misc,attr-defined]
-        if value:
-            self.arrived = time.time()
-            try:
-                os.write(self.fd, b"x")
-            except OSError:
-                pass
+log = logging.getLogger(__name__)
 
 
 class SyncChannel(_Channel):
@@ -81,58 +37,97 @@ class SyncChannel(_Channel):
 
     def __init__(self, end: ParentEnd, on_output: OutputHandler, limits: Limits | None = None) -> None:
         super().__init__(end, on_output, limits)
-        #: Guards the pending table, the streams, the followers, the lead, and each socket operation.
+        #: Guards the pending table, the streams, the followers and the lead; never held over I/O.
         self._lock = threading.Lock()
+        #: Held for each use of the end; whoever lets go of it sends the outbox first (``_flush``).
+        self._io = threading.Lock()
+        self._outbox: deque = deque()  # (call id or None, waiter or None, payload) not sent yet, in order
+        self._stalled = False  # the end refused the outbox's head (high-water mark): the leader retries
         self._leading = False
         self._closed = False
-        self._followers: dict[_Waiter, None] = {}  # sleeping followers, in arrival order
+        self._followers: dict[Waiter, None] = {}  # sleeping followers, in arrival order
         self._wake: Wakeup | None = Wakeup()
         self._wake_fd = self._wake.fd
         self._poller = select.poll()
         self._poller.register(end.fileno(), select.POLLIN)
         self._poller.register(self._wake_fd, select.POLLIN)
-        self._later: deque = deque()  # issue 15: (stream id, payload) left by finalizers, see post_soon
+        self._later: deque = deque()  # issue 15: ids of streams dropped by finalizers, see post_soon
         end.set_reader(self.interrupt)  # a send that hid a reply wakes whoever leads (or will)
 
-    def submit(self, msg_id: str, payload: bytes, waiter_factory: Callable[[], _Waiter] = _Waiter,
-               ) -> tuple[_Waiter, bool]:
-        """Register a request and try to send it; returns its waiter and whether it went out."""
+    def submit(self, msg_id: str, payload: bytes, waiter_factory: Callable[[], Waiter] = Waiter) -> Waiter:
+        """Register a request and send it (or leave it to the thread that holds the end); its waiter."""
         waiter = waiter_factory()
         with self._lock:
             if self._failure is not None:
                 raise self._failure
             self._pending[msg_id] = waiter
-            return waiter, self._put(payload)
+        self._outbox.append((msg_id, waiter, payload))
+        self._flush()
+        return waiter
+
+    def _flush(self) -> None:
+        """Send the outbox unless another thread holds the end: it sends the outbox before letting go."""
+        outbox, io = self._outbox, self._io
+        while outbox and io.acquire(False):
+            try:
+                sent = self._send_outbox()
+            finally:
+                io.release()
+            if not sent:
+                return  # refused: the leader retries
+
+    def _send_outbox(self) -> bool:
+        """With the end held: send the outbox in order; False when the end refused its head."""
+        outbox = self._outbox
+        while outbox:
+            msg_id, waiter, payload = outbox[0]
+            if self._failure is not None:  # the channel is finished; its end may be closed
+                outbox.clear()
+                break
+            if msg_id is not None and msg_id not in self._pending:  # timed out (or failed) before it went
+                outbox.popleft()
+                continue
+            try:
+                sent = self._put(payload)
+            except Exception as exc:  # the end is closed or broken: that call fails now
+                outbox.popleft()
+                self._not_sent(msg_id, waiter, exc)
+                continue
+            if not sent:
+                if not self._stalled:
+                    self._stalled = True
+                    self.interrupt()  # the leader now retries every SEND_RETRY s
+                return False
+            outbox.popleft()
+        self._stalled = False
+        return True
+
+    def _not_sent(self, msg_id: str | None, waiter: Waiter | None, exc: Exception) -> None:
+        """A send from the outbox raised: its call fails with that (a message without a reply is logged)."""
+        if waiter is None:
+            log.debug("a message to the worker was not sent: %s", exc)
+            return
+        with self._lock:
+            if self._pending.pop(msg_id, None) is waiter:
+                self._fail(waiter, exc)
 
     # -- issue 15 hooks: control messages and streams -----------------------------------------
 
     def post(self, payload: bytes) -> bool:
         """Send a message that expects no reply (CANCEL, CREDIT, a stream's CALL); False when refused."""
-        with self._lock:
+        with self._io:
             if self._failure is not None:
                 raise self._failure
-            return self._put(payload)
+            sent = self._send_outbox() and self._put(payload)
+        self._flush()
+        return sent
 
     def post_soon(self, msg_id: str, payload: bytes) -> None:
         """From a finalizer (a stream garbage-collected): forget stream ``msg_id`` and send
-        ``payload`` without waiting for the lock, which this very thread may hold; when it is
-        taken, the next pass of a reader does both."""
-        if not self._lock.acquire(blocking=False):
-            self._later.append((msg_id, payload))
-            self.interrupt()
-            return
-        try:
-            self._later.append((msg_id, payload))
-            self._post_later_locked()
-        finally:
-            self._lock.release()
-
-    def _post_later_locked(self) -> None:
-        while self._later:
-            msg_id, payload = self._later.popleft()
-            self.streams.pop(msg_id, None)
-            if self._failure is None:
-                self._put(payload)
+        ``payload``, taking no lock (this very thread may hold one): the reader's next pass does both."""
+        self._later.append(msg_id)
+        self._outbox.append((None, None, payload))
+        self.interrupt()
 
     def add_stream(self, msg_id: str, stream: _StreamState) -> None:
         with self._lock:
@@ -150,7 +145,7 @@ class SyncChannel(_Channel):
             with self._lock:
                 if stream.ready():
                     return stream.take()
-                waiter = stream.waiter = _Waiter()
+                waiter = stream.waiter = Waiter()
             try:
                 self._wait(waiter, deadline, what)
             finally:
@@ -166,31 +161,23 @@ class SyncChannel(_Channel):
     def request(self, msg_id: str, payload: bytes, timeout: float | None, what: str) -> protocol.Message:
         """Send ``payload`` and wait for the reply carrying ``msg_id``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        waiter, sent = self.submit(msg_id, payload)
+        waiter = self.submit(msg_id, payload)
         try:
-            if not sent:
-                self._send_when_ready(waiter, payload, deadline, what)
             self._wait(waiter, deadline, what)
         finally:
             if not waiter.done:
                 self.forget(msg_id)
         return waiter.outcome()
 
-    def _send_when_ready(self, waiter: _Waiter, payload: bytes, deadline: float | None, what: str) -> None:
-        """The high-water mark (or no peer yet) refused the send: retry every ``SEND_RETRY`` s
-        until it goes, the call ends, or time is up (no descriptors: the end may close meanwhile)."""
-        while True:
-            with self._lock:
-                if waiter.done or self._put(payload):
-                    return
-            remaining = _remaining(deadline)
-            if remaining is not None and remaining <= 0:
-                raise CallTimeoutError(f"{what}: could not send within the timeout (the worker is not reading)")
-            time.sleep(SEND_RETRY if remaining is None else min(SEND_RETRY, remaining))
+    def _timed_out(self, waiter: Waiter, what: str) -> CallTimeoutError:
+        """The error of a call whose time is up: it says so when the request never left the outbox."""
+        if any(entry[1] is waiter for entry in list(self._outbox)):
+            return CallTimeoutError(f"{what}: could not send within the timeout (the worker is not reading)")
+        return CallTimeoutError(f"{what} timed out")
 
     # -- the lead ---------------------------------------------------------------------------
 
-    def _wait(self, waiter: _Waiter, deadline: float | None, what: str) -> None:
+    def _wait(self, waiter: Waiter, deadline: float | None, what: str) -> None:
         while True:
             with self._lock:
                 if waiter.done:
@@ -207,7 +194,7 @@ class SyncChannel(_Channel):
                 finally:
                     self._step_down()
                 if not waiter.done:
-                    raise CallTimeoutError(f"{what} timed out")
+                    raise self._timed_out(waiter, what)
                 return
             remaining = _remaining(deadline)
             if waiter.wake.acquire(timeout=-1 if remaining is None else max(remaining, 0)):
@@ -219,11 +206,11 @@ class SyncChannel(_Channel):
                     waiter.sleeping = False
                     del self._followers[waiter]
                     if not waiter.done:
-                        raise CallTimeoutError(f"{what} timed out")
+                        raise self._timed_out(waiter, what)
                     return
             waiter.wake.acquire()  # a wake-up raced the timeout: take it
 
-    def _lead(self, waiter: _Waiter, deadline: float | None) -> None:
+    def _lead(self, waiter: Waiter, deadline: float | None) -> None:
         """Poll the end and hand out replies until ours is in or time is up."""
         poll = self._poller.poll
         wake_fd = self._wake_fd
@@ -231,24 +218,29 @@ class SyncChannel(_Channel):
             remaining = _remaining(deadline)
             if remaining is not None and remaining <= 0:
                 return
+            if self._stalled:  # the high-water mark refused the outbox: try again soon
+                remaining = SEND_RETRY if remaining is None else min(remaining, SEND_RETRY)
             for fd, _ in poll(None if remaining is None else _ms(remaining)):
                 if fd == wake_fd:
                     self._clear_wake()
             self._read_pass()
 
     def _read_pass(self) -> None:
-        """One pass of the reader (who holds the lead): take every reply and hand out output."""
-        with self._lock:  # the socket is taken under the lock, which senders hold to send
+        """One pass of the reader (who holds the lead): send the outbox, take every reply, hand out output."""
+        with self._io:
             if self._failure is not None:  # the channel is finished; its end may be closed
                 return
-            if self._later:  # issue 15: what finalizers left to send
-                self._post_later_locked()
+            if self._outbox:
+                self._send_outbox()
             payloads = self.end.recv_all()
-        if not payloads and self.end.drops == self._drops:
+        self._flush()
+        if not payloads and self.end.drops == self._drops and not self._later:
             return
         parsed = [self._parse(payload) for payload in payloads]  # decoded outside the lock
         outputs: list = []
         with self._lock:
+            while self._later:  # issue 15: streams whose finalizers ran
+                self.streams.pop(self._later.popleft(), None)
             self._route(payloads, parsed, outputs)
             self._check_drops(outputs)
         if outputs:
@@ -276,15 +268,15 @@ class SyncChannel(_Channel):
             follower.sleeping = False
             follower.wake.release()
 
-    def _resolve(self, waiter: _Waiter, message: protocol.Message) -> None:
+    def _resolve(self, waiter: Waiter, message: protocol.Message) -> None:
         waiter.message = message
         self._finish_locked(waiter)
 
-    def _fail(self, waiter: _Waiter, error: MultifrostError) -> None:
+    def _fail(self, waiter: Waiter, error: BaseException) -> None:
         waiter.error = error
         self._finish_locked(waiter)
 
-    def _finish_locked(self, waiter: _Waiter) -> None:
+    def _finish_locked(self, waiter: Waiter) -> None:
         waiter.done = True
         if waiter.sleeping:
             waiter.sleeping = False
@@ -354,6 +346,8 @@ class SyncChannel(_Channel):
         itself when it steps down.
         """
         self.fail_all(self._failure or TransportClosed("the worker was closed"), final=True)
+        with self._io:  # a send under way ends before the end is closed; none starts after
+            self._outbox.clear()
         with self._lock:
             self._closed = True
             self.end.set_reader(None)
@@ -374,12 +368,3 @@ def _remaining(deadline: float | None) -> float | None:
 def _ms(seconds: float) -> int:
     """select.poll takes whole milliseconds; round up so that a short wait is not a busy loop."""
     return max(0, int(seconds * 1000 + 0.999))
-
-
-def read_all(fd: int) -> None:
-    """Empty a non-blocking wake-up pipe."""
-    try:
-        while os.read(fd, 4096):
-            pass
-    except (BlockingIOError, OSError):
-        pass

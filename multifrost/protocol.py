@@ -6,6 +6,7 @@ Transport-agnostic: nothing here imports ZeroMQ or asyncio. Messages are plain d
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,17 +35,20 @@ _KNOWN_TYPES = MESSAGE_TYPES | {STREAM_ITEM, CREDIT, CANCEL}
 
 DEFAULT_NAMESPACE = "default"
 
-_urandom = os.urandom
 _time = time.time
+#: Ids need to be unique, not secret: a generator seeded from os.urandom (again in a forked
+#: child) costs no system call per id, unlike os.urandom itself.
+_ids = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ids.seed)
+_UUID4 = 0x4 << 76 | 0x2 << 62  # the version and variant bits
+_UUID4_KEEP = ~(0xF << 76 | 0x3 << 62)
 
 
 def new_id() -> str:
-    """A random UUID4 string, built from os.urandom (a fraction of uuid.uuid4()'s cost)."""
-    b = bytearray(_urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A random UUID4 string (a fraction of uuid.uuid4()'s cost)."""
+    h = (_ids.getrandbits(128) & _UUID4_KEEP | _UUID4).to_bytes(16, "big").hex()
+    return "-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
 
 
 def call(function: str, args: list | tuple, namespace: str = DEFAULT_NAMESPACE,

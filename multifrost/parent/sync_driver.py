@@ -134,7 +134,7 @@ class SyncDriver(Driver):
             return
         msg_id, payload = self.heartbeat(action.msg_id)
         try:
-            beat, _ = channel.submit(msg_id, payload, lambda: SignallingWaiter(self._wake_w))
+            beat = channel.submit(msg_id, payload, lambda: SignallingWaiter(self._wake_w))
         except MultifrostError:
             return
         self._beats[msg_id] = (action.generation, beat)  # type: ignore[assignment]  # the factory made it

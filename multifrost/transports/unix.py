@@ -14,18 +14,16 @@ connection redials at once and, if nothing listens yet, again on each later send
 ``sndhwm`` messages queued while it has no connection. Messages in flight on a connection
 that dies are lost with it, as with ZeroMQ.
 
-Readiness: ``fileno()`` is an epoll descriptor holding the listener, every connection and
-a wake-up rung when queued output drains below the high-water mark. It is level-triggered,
-so it is readable exactly while there is something to do in the kernel; frames already
-taken into the process wait in an inbox, so a reader drains with ``recv_all`` and a send
-that takes frames on its way (looking for room) tells the reader (``set_reader``).
+Readiness: ``fileno()`` is a level-triggered epoll descriptor holding the listener, every
+connection and a wake-up rung when queued output drains below the high-water mark: it is
+readable exactly while there is something to do in the kernel. Frames already taken into
+the process wait in an inbox, so a reader drains with ``recv_all`` and a send that takes
+frames on its way (looking for room) tells the reader (``set_reader``).
 
-Limits: a send is refused when ``sndhwm`` messages already wait in this process for room in
-the kernel buffer (which holds more, as ZeroMQ's pipes do); frames are taken from the
-kernel only when the ones taken before are handed out, so a peer that outpaces its reader
-waits on the kernel buffer (``rcvhwm`` bounds what one look takes). An incoming frame
-announcing more than ``max_message_size`` bytes drops the connection carrying it (logged);
-a peer that hangs up mid-frame loses that frame (logged).
+Limits: a send is refused when ``sndhwm`` messages already wait in this process for room in the
+kernel buffer (which holds more, as ZeroMQ's pipes do); frames are taken from the kernel only
+when the ones taken before are handed out (``rcvhwm`` bounds one look). A frame announcing more
+than ``max_message_size`` bytes drops its connection; a hang-up mid-frame loses that frame (both logged).
 
 ``close(linger)`` lets queued output leave for up to ``linger`` seconds (in the closing
 thread), then closes; a bound end removes its socket file. The socket file is made 0600;
@@ -182,11 +180,8 @@ class _UnixEnd:
     # -- I/O -------------------------------------------------------------------------------------
 
     def _pump(self) -> bool:
-        """One look at the epoll set: accept, read frames into the inbox, note room to send.
-
-        True when every socket read was drained and nothing else happened: no need to look
-        again before the descriptor says so.
-        """
+        """One look at the epoll set: accept, read frames into the inbox, note room to send. True when
+        every socket read was drained and nothing else happened: no need to look again before the descriptor says so."""
         drained = True
         for fd, _ in self._epoll.poll(0):
             if fd == self._listen_fd:
@@ -210,9 +205,10 @@ class _UnixEnd:
             drained = False
         return drained
 
+    _look = _pump  # how ``_take`` looks at the sockets; UnixParentEnd knows a cheaper way
+
     def _look_for_room(self) -> None:
-        """A send looks at the sockets (for room, a child, a redial); frames it reads on the way
-        wait in the inbox, which the descriptor does not announce: tell the reader."""
+        """A send's look at the sockets (room, a child, a redial): frames it reads wait unannounced; tell the reader."""
         self._pump()
         if self._inbox:
             self._hidden()
@@ -220,9 +216,8 @@ class _UnixEnd:
     def _send_on(self, conn: Connection, payload) -> bool:
         """Write one frame; False (the connection dropped, redialled when connecting) when it broke.
 
-        While received messages wait in the inbox, the user is mid-drain and will call
-        ``recv_nowait`` again: a small frame then waits until the inbox is empty, so that the
-        replies to one batch of requests leave in one system call.
+        While received messages wait in the inbox, the user is mid-drain and will call ``recv_nowait``
+        again: a small frame then waits until the inbox is empty (one system call for a batch's replies).
         """
         defer = bool(self._inbox)
         if not defer and self._corked:
@@ -251,7 +246,7 @@ class _UnixEnd:
             if self._looked:  # the last look read everything there was: the descriptor
                 self._looked = False  # (level-triggered) tells when there is more
                 return None
-            looked = self._pump()
+            looked = self._look()
             if not inbox:
                 return None
             self._looked = looked
@@ -336,6 +331,16 @@ class UnixParentEnd(_UnixEnd, ParentEnd):
 
     def _arrived_on(self, conn: Connection):
         return self._inbox.append
+
+    def _look(self) -> bool:
+        """Read the connection first: when it had frames, no epoll look (the fd stays readable for the rest)."""
+        conn = self._conn
+        if conn is None:
+            return self._pump()
+        if not conn.read():
+            self._gone(conn)
+            return False
+        return conn.short if self._inbox else self._pump()
 
     def _adopt(self, conn: Connection | None) -> None:
         super()._adopt(conn)

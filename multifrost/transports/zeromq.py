@@ -69,6 +69,7 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
+_RCVMORE = int(zmq.RCVMORE)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _Again = zmq.Again
@@ -288,20 +289,23 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
         return True
 
     def recv_nowait(self) -> bytes | None:
-        recv = self._recv
+        # Copies, not Frames: each Frame lets go of the GIL once more when freed, and with
+        # threads waiting for it every letting go hands the GIL (and the CPU) over.
+        recv, get = self._recv, self._get
         while self._ready():
             try:
-                first = recv(_NOBLOCK, False)  # a Frame: it knows whether more parts follow
+                first = recv(_NOBLOCK)
             except _Again:
                 return None
             except _ZMQError as exc:
                 raise self._error(exc) from exc
-            if not first.more:
-                return first.bytes
-            second = recv(0, False)
-            if not second.more and not first.bytes:
-                return second.bytes
-            self._drop([first.bytes, second.bytes], "[b'', payload] or [payload]", second.more)
+            if not get(_RCVMORE):
+                return first
+            second = recv(0)
+            more = get(_RCVMORE)
+            if not more and not first:
+                return second
+            self._drop([first, second], "[b'', payload] or [payload]", more)
         self._watch_connections()
         return None
 
