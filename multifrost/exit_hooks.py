@@ -36,7 +36,8 @@ _atexit_installed = False
 _signals_installed = False
 _previous_handlers: dict[int, Any] = {}
 _EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_mask_before_fork: set[signal.Signals] | None = None  # the forking thread's mask, while ours holds them
+#: Each forking thread's signal mask while ours holds SIGINT/SIGTERM (fork hooks of two threads may overlap).
+_masks_before_fork: dict[int, set[Any]] = {}
 
 
 def track(worker: Tracked) -> int:
@@ -129,15 +130,13 @@ def _hold_signals_for_fork() -> None:
     ``_forget_after_fork`` put the previous handlers back would be dropped by CPython (its
     handler is gone when the interpreter looks), and a forked pool worker would ignore the
     SIGTERM of ``Pool.terminate()``. Blocked, it waits and meets the restored handler."""
-    global _mask_before_fork
     if _previous_handlers:
-        _mask_before_fork = signal.pthread_sigmask(signal.SIG_BLOCK, _EXIT_SIGNALS)
+        _masks_before_fork[threading.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, _EXIT_SIGNALS)
 
 
 def _release_signals_after_fork() -> None:
     """After fork(), in both processes: the forking thread's mask as it was; what was held is delivered."""
-    global _mask_before_fork
-    mask, _mask_before_fork = _mask_before_fork, None
+    mask = _masks_before_fork.pop(threading.get_ident(), None)
     if mask is not None:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
@@ -166,6 +165,7 @@ def _forget_after_fork() -> None:
         _signals_installed = False
     finally:
         _release_signals_after_fork()
+        _masks_before_fork.clear()  # other threads' forks: those threads are not in this process
 
 
 os.register_at_fork(before=_hold_signals_for_fork, after_in_parent=_release_signals_after_fork,

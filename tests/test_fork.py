@@ -46,3 +46,36 @@ def test_forked_process_using_the_inherited_worker_gets_an_error_at_once(api):
     assert report["close"][0] == "returned"  # close() in the fork stops nothing ...
     assert result["alive"] and result["answer"] == 5, result  # ... the parent's worker still answers
     assert result["stopped_by_close"], result
+
+
+FORKING_THREADS = """
+import json, os, signal, sys, threading
+from multifrost import ParentWorker
+worker = ParentWorker.spawn(sys.argv[1]).start()  # from the main thread: our signal handlers are in
+masks = {}
+def fork_many():
+    for _ in range(200):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    masks[threading.current_thread().name] = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+threads = [threading.Thread(target=fork_many, name=f"t{i}") for i in range(3)]
+for thread in threads:
+    thread.start()
+fork_many()
+for thread in threads:
+    thread.join()
+worker.close()
+print(json.dumps(masks))
+"""
+
+
+def test_forks_from_several_threads_at_once_leave_no_signal_blocked():
+    """The fork hooks hold SIGINT/SIGTERM blocked per forking thread; forks that overlap in
+    several threads must each get their own mask back (a blocked SIGINT would be inherited by
+    every process that thread starts afterwards)."""
+    proc = subprocess.run([sys.executable, "-c", FORKING_THREADS, MATH], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    masks = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert masks == {"MainThread": [], "t0": [], "t1": [], "t2": []}, masks
