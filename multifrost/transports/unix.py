@@ -73,6 +73,7 @@ class _UnixEnd:
         self._send_refused = False
         self._close_lock = threading.Lock()
         self._conns: dict[int, Connection] = {}
+        self._only: Connection | None = None  # a connecting end's one connection: read without asking epoll
         self._inbox: deque = deque()
         self._corked: list[Connection] = []  # connections holding deferred frames
         self._looked = False  # the last look at the sockets drained them (see _take)
@@ -129,6 +130,7 @@ class _UnixEnd:
                 self._drop(old)
         conn.emit = self._arrived_on(conn)
         self._conns[conn.fd] = conn
+        self._only = conn if not self._bound and len(self._conns) == 1 else None
         self._epoll.register(conn.fd, _IN)
         self._send_refused = False
 
@@ -136,6 +138,7 @@ class _UnixEnd:
         """Forget a connection (closed by the peer, broken, or replaced); what it had queued is lost."""
         if self._conns.pop(conn.fd, None) is None:
             return
+        self._only = None
         if conn in self._corked:
             self._corked.remove(conn)
         self._lost(conn)
@@ -169,14 +172,7 @@ class _UnixEnd:
     def _accept(self) -> None:
         listener = self._listener
         assert listener is not None  # only a bound end accepts
-        while True:
-            try:
-                sock, _ = listener.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # out of descriptors, say: the peer waits in the backlog
-                log.warning("%s: cannot accept a connection: %s", self.endpoint, exc)
-                return
+        for sock in listener.accept_all(self.endpoint):
             self._adopt(self._connection(sock))
 
     # -- I/O -------------------------------------------------------------------------------------
@@ -187,6 +183,13 @@ class _UnixEnd:
         True when every socket read was drained and nothing else happened: no need to look
         again before the descriptor says so.
         """
+        conn = self._only  # read first without the epoll call; epoll only when it had nothing
+        if conn is not None and len(self._inbox) < self._rcvhwm:
+            if not conn.read():
+                self._gone(conn)
+                return False
+            if conn.got:
+                return conn.short
         drained = True
         for fd, _ in self._epoll.poll(0):
             if fd == self._listen_fd:
