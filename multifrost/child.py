@@ -3,7 +3,7 @@
 The child serves one ChildEnd (ROUTER semantics) on an asyncio loop. One path leads from a
 readable socket to a dispatched call, whatever then runs the method: the reader
 (``_serve_ready``) takes one message at a time and ``_dispatch`` routes it; a CALL goes to
-``_start``, which picks the runner: an ``async def`` method runs as a task, a plain method
+``_on_call``, which picks the runner: an ``async def`` method runs as a task, a plain method
 that was quick last time runs inline on the loop (saving the two thread hops a pool costs
 on every call), any other on a bounded thread pool. A watchdog thread keeps the worker
 responsive when an inline method blocks: once the loop has been busy in one method for
@@ -13,12 +13,11 @@ plain calls then go to the pool, async ones to the loop). Sends go through ``chi
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import select
 import threading
-import time
+from time import monotonic
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -26,7 +25,7 @@ from . import protocol, wire
 from .child_ext import TAKEN, WorkerExtensions
 from .child_io import ChildIO
 from .child_shutdown import abandon_in_flight, finish_in_flight
-from .child_methods import Gone, error_payload, resolve, result_payload
+from .child_methods import Gone, awaitable, error_payload, resolve, result_payload
 from .codec import Limits, pack_message
 from .errors import ProtocolError
 from .extensions import announce
@@ -75,6 +74,7 @@ class ChildWorker:
         self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._functions: dict[str, tuple[Callable, bool]] = {}
         self._io = ChildIO(max_held_bytes)
+        self._io_send = self._io.send
         self._held: HeldReplies = self._io.held  # replies to peers that are not reading
         # serve() sets these three; stop() alone may see them None (before the first serve())
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
@@ -171,7 +171,7 @@ class ChildWorker:
         poller.register(wakeup_fd, select.POLLIN)
         while self._serving.is_set():
             since = self._inline_since
-            if since is None or time.monotonic() - since < TAKEOVER:
+            if since is None or monotonic() - since < TAKEOVER:
                 if self._watch_stop.wait(TAKEOVER):
                     return
                 continue
@@ -243,8 +243,8 @@ class ChildWorker:
         if message.namespace != self.namespace:
             log.debug("ignored a call for namespace %r", message.namespace)
             return
-        msg_id = message.id
-        if "function" not in message.raw:
+        msg_id, raw = message.id, message.raw
+        if "function" not in raw:
             self._reply_error(peer, msg_id, "Message missing 'function' field")
             return
         if msg_id is None:
@@ -253,33 +253,31 @@ class ChildWorker:
         if self._stopping.is_set():
             self._reply_error(peer, msg_id, "Worker is shutting down")
             return
-        args = message.args
-        if not isinstance(args, list):
-            self._reply_error(peer, msg_id, f"Message 'args' must be an array, not {type(args).__name__}")
-            return
-        try:
-            fn, is_async = self._resolve(message.function)
-        except Gone as exc:
-            self._reply_error(peer, msg_id, str(exc))
-            return
-        context = None
-        if self._ext.wants(message, fn):  # issue 15 hook: extension data, or a generator method
-            taken = self._ext.prepare(peer, message, fn, is_async, args)
-            if taken is TAKEN:
+        args = raw.get("args")
+        if type(args) is not list:
+            if args is not None and not isinstance(args, list):
+                self._reply_error(peer, msg_id, f"Message 'args' must be an array, not {type(args).__name__}")
                 return
+            args = [] if args is None else args
+        name = raw["function"]
+        found = self._functions.get(name) if type(name) is str else None
+        if found is None:
+            try:
+                found = self._resolve(name)
+            except Gone as exc:
+                self._reply_error(peer, msg_id, str(exc))
+                return
+        fn, is_async = found
+        taken = self._ext.prepare(peer, message, fn, is_async, args)  # issue 15 hook: None for a plain call
+        if taken is None:
+            context = None
+        elif taken is TAKEN:
+            return
+        else:
             fn, is_async, context = taken
-        self._start(peer, msg_id, fn, is_async, args, context)
-
-    def _start(self, peer: bytes, msg_id: str, fn: Callable, is_async: bool, args: list, context: Any) -> None:
-        """Pick the runner: a task for ``async def``; inline on the loop for a plain method that
-        was quick last time (while the loop is not held already); the pool for any other."""
-        on_loop = threading.get_ident() == self._loop_thread
         if is_async:
-            if on_loop:
-                self._start_task(peer, msg_id, fn, args, context)
-            else:
-                self._loop.call_soon_threadsafe(self._start_task, peer, msg_id, fn, args, context)
-        elif on_loop and fn in self._quick and self._inline_since is None:
+            self._start_task(peer, msg_id, fn, args, context)
+        elif fn in self._quick and self._inline_since is None and threading.get_ident() == self._loop_thread:
             self._run_inline(peer, msg_id, fn, args, context)
         else:
             future = self._pool.submit(self._run_in_pool, peer, msg_id, fn, args, context)
@@ -290,37 +288,41 @@ class ChildWorker:
 
     def _run_inline(self, peer: bytes, msg_id: str, fn: Callable, args: list, context=None) -> None:
         """Run a plain method on the loop thread; the watchdog covers for it if it blocks."""
-        self._inline_since = started = time.monotonic()
+        self._inline_since = started = monotonic()
         try:
             result = fn(*args) if context is None else self._ext.run(peer, context, fn, args)
         except Exception as exc:  # the method's failure is the caller's answer
             payload = self._error_payload(msg_id, exc)
         else:
-            if inspect.isawaitable(result):
+            if awaitable(result):
                 self._start_task(peer, msg_id, _await, [result])
                 return
-            payload = self._result_payload(msg_id, fn, result)
+            payload = result_payload(self.limits, msg_id, fn, result)
         finally:
             self._inline_since = None
-            if time.monotonic() - started >= TAKEOVER:
+            if monotonic() - started >= TAKEOVER:
                 self._quick.discard(fn)
         self._send(peer, payload)
 
     def _run_in_pool(self, peer: bytes, msg_id: str, fn: Callable, args: list, context=None) -> None:
-        started = time.monotonic()
+        started = monotonic()
         try:
             result = fn(*args) if context is None else self._ext.run(peer, context, fn, args)
-            if time.monotonic() - started < TAKEOVER:
+            if monotonic() - started < TAKEOVER:
                 self._quick.add(fn)
-            if inspect.isawaitable(result):
+            if awaitable(result):
                 result = asyncio.run_coroutine_threadsafe(_await(result), self._loop).result()
         except Exception as exc:
             payload = self._error_payload(msg_id, exc)
         else:
-            payload = self._result_payload(msg_id, fn, result)
+            payload = result_payload(self.limits, msg_id, fn, result)
         self._send(peer, payload)
 
     def _start_task(self, peer: bytes, msg_id: str, fn: Callable, args: list, context=None) -> None:
+        """Run an ``async def`` method as a task on the loop (from any thread)."""
+        if threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self._start_task, peer, msg_id, fn, args, context)
+            return
         task = self._loop.create_task(self._run_async(peer, msg_id, fn, args, context))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -334,11 +336,8 @@ class ChildWorker:
         except Exception as exc:
             payload = self._error_payload(msg_id, exc)
         else:
-            payload = self._result_payload(msg_id, fn, result)
+            payload = result_payload(self.limits, msg_id, fn, result)
         self._send(peer, payload)
-
-    def _result_payload(self, msg_id: str, fn: Callable, result: Any) -> bytes:
-        return result_payload(self.limits, msg_id, fn, result)
 
     _error_payload = staticmethod(error_payload)
 
@@ -349,7 +348,7 @@ class ChildWorker:
         """Send one reply from any thread; held while the peer is not reading (``max_held_bytes``)."""
         if wire_debug(DEBUG):
             wire.note(self._wire, "sent", payload, peer.hex())
-        self._io.send(peer, payload)
+        self._io_send(peer, payload)
 
     def send_output(self, stream: str, text: str) -> None:
         """Send printed text to every parent this worker has heard from (best effort)."""

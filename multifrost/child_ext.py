@@ -2,7 +2,7 @@
 CANCEL and CREDIT messages, and handing generator methods to child_streams.
 
 A call from a v4 parent carries no ``mf_call`` metadata and, unless its method is a
-generator, never comes here: the plain call path stays as it was.
+generator, leaves ``prepare`` at once: the plain call path stays as it was.
 """
 from __future__ import annotations
 
@@ -53,24 +53,22 @@ class WorkerExtensions:
             self._kinds[fn] = kind
         return kind  # type: ignore[return-value]  # never False here
 
-    def wants(self, message: protocol.Message, fn: Callable) -> bool:
-        """Whether this call needs the extension path (extension data, or a generator method)."""
-        meta = message.raw.get("metadata")
-        return (type(meta) is dict and extensions.CALL_KEY in meta) or self._kind(fn) is not None
-
     def prepare(self, peer: bytes, message: protocol.Message, fn: Callable, is_async: bool, args: list) -> Any:
-        """Returns ``(fn, is_async, context)`` for the worker to run, or TAKEN (streams run here)."""
+        """None when the call needs no extension (no ``mf_call``, not a generator method); else
+        ``(fn, is_async, context)`` for the worker to run, or TAKEN (streams run here)."""
         meta = message.raw.get("metadata")
-        extras = meta.get(extensions.CALL_KEY) if isinstance(meta, dict) else None
+        extras = meta.get(extensions.CALL_KEY) if type(meta) is dict else None
+        kind = self._kind(fn)
+        if extras is None and kind is None:
+            return None
         context = None
-        if isinstance(extras, dict):
-            timeout = extras.get("timeout")
+        if type(extras) is dict:
+            timeout = extras.get("timeout") if extras else None
             deadline = (time.monotonic() + timeout if isinstance(timeout, (int, float))
                         and not isinstance(timeout, bool) and math.isfinite(timeout) else None)
-            traceparent = extras.get("traceparent")
+            traceparent = extras.get("traceparent") if extras else None
             context = CallContext(message.id, deadline, traceparent if isinstance(traceparent, str) else None)
             key = (peer, message.id)
-        kind = self._kind(fn)
         if kind is not None:
             from .child_streams import StreamRun, acollect, collect  # a worker without generators never loads it
             stream = extras.get("stream") if isinstance(extras, dict) else None
@@ -128,7 +126,8 @@ class WorkerExtensions:
     def run(self, peer: bytes, context: CallContext, fn: Callable, args: list) -> Any:
         """Run a plain method as the current call."""
         try:
-            self.check_start(context)
+            if context.deadline is not None or context.cancelled:
+                self.check_start(context)
             token = enter(context)
             try:
                 if context.traceparent is None:

@@ -97,7 +97,8 @@ class ChildIO:
         if end is None:
             return
         with self.lock:
-            self.held.send(end, peer, payload)
+            if self.held.send(end, peer, payload):
+                return
         if self.held:
             if threading.get_ident() == self._loop_thread:
                 self.arm_retry()

@@ -69,10 +69,7 @@ def current_call() -> CallContext:
     return _current.get()
 
 
-def enter(context: CallContext) -> contextvars.Token:
-    """Make ``context`` the current call in this thread or task; undo with ``leave``."""
-    return _current.set(context)
-
-
-def leave(token: contextvars.Token) -> None:
-    _current.reset(token)
+#: ``enter(context)`` makes ``context`` the current call in this thread or task and returns
+#: the token that ``leave(token)`` takes to undo it (the ContextVar's own methods: no wrapper to call).
+enter = _current.set
+leave = _current.reset

@@ -40,21 +40,22 @@ class HeldReplies:
     def bytes_held(self) -> int:
         return sum(self._sizes.values())
 
-    def send(self, end: ChildEnd, peer: bytes, payload: bytes) -> None:
-        """Send now if nothing waits for ``peer`` and the socket takes it; else hold or drop it."""
+    def send(self, end: ChildEnd, peer: bytes, payload: bytes) -> bool:
+        """Send now if nothing waits for ``peer`` and the socket takes it (True); else hold or drop it."""
         try:
             if peer not in self._queues and end.send_nowait(peer, payload):
-                return
+                return True
         except TransportError as exc:
             self.drop(peer, str(exc))
-            return
+            return False
         size = self._sizes.get(peer, 0) + len(payload)
         if size > self.budget:
             self.drop(peer, f"it is not reading and {self._sizes.get(peer, 0)} bytes wait for it "
                             f"(max_held_bytes={self.budget})")
-            return
+            return False
         self._queues.setdefault(peer, deque()).append(payload)
         self._sizes[peer] = size
+        return False
 
     def flush(self, end: ChildEnd) -> None:
         """Send what each peer's queue lets go now, in order; forget peers that are gone."""

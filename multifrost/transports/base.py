@@ -11,7 +11,8 @@ one reader of the end, registered with ``set_reader(callback)``: the callback ru
 sending thread right after such a send (it should only wake the reader, never read). A
 reader therefore needs only two rules, both kept inside this module's methods: wake on
 ``fileno()`` or on its callback, then take everything with ``recv_all()`` (which reads
-until the end reports nothing left and so re-arms the descriptor). Nobody else reads: a
+until the end reports nothing left and so re-arms the descriptor). A reader that took a
+message and has not yet seen None will look again anyway, so a send meanwhile need not tell it. Nobody else reads: a
 sender never drains. The RPC core builds its sync (poll on ``fileno``) and async
 (``loop.add_reader``) call paths on these primitives, so it never knows which backend
 carries its bytes; the awaitable and blocking helpers below are for simpler users and tests

@@ -71,6 +71,7 @@ class _UnixEnd:
         self._send_refused = False
         self._close_lock = threading.Lock()
         self._conns: dict[int, Connection] = {}
+        self._only: Connection | None = None  # the one connection read without asking epoll (see _adopt)
         self._inbox: deque = deque()
         self._corked: list[Connection] = []  # connections holding deferred frames
         self._looked = False  # the last look at the sockets drained them (see _take)
@@ -127,6 +128,8 @@ class _UnixEnd:
                 self._drop(old)
         conn.emit = self._arrived_on(conn)
         self._conns[conn.fd] = conn
+        # One connection a look can read before asking epoll: a parent's, or a connecting end's only one.
+        self._only = conn if len(self._conns) == 1 and (self._is_parent or not self._bound) else None
         self._epoll.register(conn.fd, _IN)
         self._send_refused = False
 
@@ -134,6 +137,7 @@ class _UnixEnd:
         """Forget a connection (closed by the peer, broken, or replaced); what it had queued is lost."""
         if self._conns.pop(conn.fd, None) is None:
             return
+        self._only = None
         if conn in self._corked:
             self._corked.remove(conn)
         self._lost(conn)
@@ -167,14 +171,7 @@ class _UnixEnd:
     def _accept(self) -> None:
         listener = self._listener
         assert listener is not None  # only a bound end accepts
-        while True:
-            try:
-                sock, _ = listener.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # out of descriptors, say: the peer waits in the backlog
-                log.warning("%s: cannot accept a connection: %s", self.endpoint, exc)
-                return
+        for sock in listener.accept_all(self.endpoint):
             self._adopt(self._connection(sock))
 
     # -- I/O -------------------------------------------------------------------------------------
@@ -182,6 +179,13 @@ class _UnixEnd:
     def _pump(self) -> bool:
         """One look at the epoll set: accept, read frames into the inbox, note room to send. True when
         every socket read was drained and nothing else happened: no need to look again before the descriptor says so."""
+        conn = self._only  # read first without the epoll call; epoll only when it had nothing
+        if conn is not None and len(self._inbox) < self._rcvhwm:
+            if not conn.read():
+                self._gone(conn)
+                return False
+            if conn.got:
+                return conn.short
         drained = True
         for fd, _ in self._epoll.poll(0):
             if fd == self._listen_fd:
@@ -204,8 +208,6 @@ class _UnixEnd:
             self._redial()
             drained = False
         return drained
-
-    _look = _pump  # how ``_take`` looks at the sockets; UnixParentEnd knows a cheaper way
 
     def _look_for_room(self) -> None:
         """A send's look at the sockets (room, a child, a redial): frames it reads wait unannounced; tell the reader."""
@@ -246,7 +248,7 @@ class _UnixEnd:
             if self._looked:  # the last look read everything there was: the descriptor
                 self._looked = False  # (level-triggered) tells when there is more
                 return None
-            looked = self._look()
+            looked = self._pump()
             if not inbox:
                 return None
             self._looked = looked
@@ -331,16 +333,6 @@ class UnixParentEnd(_UnixEnd, ParentEnd):
 
     def _arrived_on(self, conn: Connection):
         return self._inbox.append
-
-    def _look(self) -> bool:
-        """Read the connection first: when it had frames, no epoll look (the fd stays readable for the rest)."""
-        conn = self._conn
-        if conn is None:
-            return self._pump()
-        if not conn.read():
-            self._gone(conn)
-            return False
-        return conn.short if self._inbox else self._pump()
 
     def _adopt(self, conn: Connection | None) -> None:
         super()._adopt(conn)

@@ -36,7 +36,7 @@ class Connection:
 
     __slots__ = ("sock", "fd", "identity", "endpoint", "_max", "_buf", "_view", "_start", "_stop",
                  "_body", "_body_got", "_large", "_corked", "_out", "_lock", "queued", "_writer", "_on_room", "_hwm", "_broken",
-                 "emit", "short")
+                 "emit", "short", "got")
 
     def __init__(self, sock: socket.socket, endpoint: str, max_size: int, hwm: int,
                  on_room: Callable[[], None]) -> None:
@@ -67,15 +67,18 @@ class Connection:
         self._broken = False
         self.emit: Callable[[bytes], None] = _unclaimed  # what read() hands each frame to (set by the end)
         self.short = True
+        self.got = 0
 
     # -- reading ---------------------------------------------------------------------------------
 
     def read(self) -> bool:
         """One ``recv_into``; hands every complete frame to ``emit``. False when the connection is over.
 
-        ``short`` tells afterwards whether the kernel had less than was asked for (it was drained).
+        ``short`` tells afterwards whether the kernel had less than was asked for (it was drained),
+        ``got`` how many bytes came (0: none were waiting).
         """
         self.short = True
+        self.got = 0
         try:
             if self._body is not None:
                 room = self._body[self._body_got:]
@@ -90,6 +93,7 @@ class Connection:
         if not got:
             self._log_partial()
             return False
+        self.got = got
         if self._body is not None:
             self._body_got += got
             if self._body_got == len(self._body):

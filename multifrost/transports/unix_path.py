@@ -1,11 +1,14 @@
 """The socket file of a bound ``unix://`` end: listen at a path (replacing only a stale file),
-and remove the file again when the listener closes, unless another end has taken the path since."""
+accept, and remove the file again when the listener closes, unless another end has taken the path since."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import stat
+
+log = logging.getLogger(__name__)
 
 
 class Listener:
@@ -27,6 +30,18 @@ class Listener:
             raise
         self.sock = sock
         self._inode = (info.st_dev, info.st_ino)
+
+    def accept_all(self, endpoint: str) -> list[socket.socket]:
+        """The connections waiting now; after an error (logged) the rest wait in the backlog."""
+        accepted = []
+        while True:
+            try:
+                accepted.append(self.sock.accept()[0])
+            except (BlockingIOError, InterruptedError):
+                return accepted
+            except OSError as exc:  # out of descriptors, say: the peer waits in the backlog
+                log.warning("%s: cannot accept a connection: %s", endpoint, exc)
+                return accepted
 
     def close(self) -> None:
         """Stop listening and remove the socket file if it is still the one this listener made."""

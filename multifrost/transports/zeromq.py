@@ -9,7 +9,8 @@ Readiness: ``fileno()`` is the socket's ``ZMQ_FD``. It is edge-triggered: it sig
 the socket's state may have changed, and any send or receive may consume the signal. The
 end keeps the rule of :mod:`multifrost.transports.base` itself: after each send it reads
 ``ZMQ_EVENTS`` (which also re-arms the descriptor) and, when a message waits, calls the
-reader registered with ``set_reader``; ``recv_nowait`` uses ``NOBLOCK`` and, when a send
+reader registered with ``set_reader``, except while the reader is mid-drain (the last
+``recv_nowait`` returned a message: it calls again, and that call reads ``ZMQ_EVENTS``); ``recv_nowait`` uses ``NOBLOCK`` and, when a send
 was refused, reads ``ZMQ_EVENTS`` so ``writable`` tells whether room has appeared since.
 
 Backpressure: a send is refused (``send_nowait`` -> False, nothing queued) when the peer's
@@ -110,6 +111,7 @@ class _ZmqEnd:
         self._monitor = None
         self._redial = False  # a dropped connection that libzmq has not started to dial again
         self._send_refused = False
+        self._draining = False  # the last recv_nowait returned a message: the reader will call again
         self._bound = bind
         self.endpoint = str(endpoint)
         sock = _shared_context().socket(socket_type)
@@ -181,8 +183,9 @@ class _ZmqEnd:
         return events & _POLLIN
 
     def _after_send(self) -> None:
-        """A send takes the descriptor's edge with it: if a message now waits, tell the reader."""
-        if self._reader is not None and self._get(_EVENTS) & _POLLIN:
+        """A send takes the descriptor's edge with it: if a message now waits, tell the reader
+        (unless it is mid-drain: its next ``recv_nowait`` finds the message and re-arms the edge)."""
+        if self._reader is not None and not self._draining and self._get(_EVENTS) & _POLLIN:
             self._reader()
 
     def _watch_connections(self) -> None:
@@ -296,9 +299,12 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
             try:
                 first = recv(_NOBLOCK)
             except _Again:
+                self._draining = False
                 return None
             except _ZMQError as exc:
+                self._draining = False
                 raise self._error(exc) from exc
+            self._draining = True
             if not get(_RCVMORE):
                 return first
             second = recv(0)
@@ -306,6 +312,7 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
             if not more and not first:
                 return second
             self._drop([first, second], "[b'', payload] or [payload]", more)
+        self._draining = False
         self._watch_connections()
         return None
 
@@ -344,9 +351,12 @@ class ZmqChildEnd(_ZmqEnd, ChildEnd):
             try:
                 frame = recv(_NOBLOCK, False)  # Frames: each knows whether more parts follow
             except _Again:
+                self._draining = False
                 return None
             except _ZMQError as exc:
+                self._draining = False
                 raise self._error(exc) from exc
+            self._draining = True
             peer = frame.bytes
             frames = [peer]
             more = frame.more
@@ -365,6 +375,7 @@ class ZmqChildEnd(_ZmqEnd, ChildEnd):
                         return peer, payload
                     frames.append(payload)
             self._drop(frames, "[identity, b'', payload] or [identity, payload]", more)
+        self._draining = False
         self._watch_connections()
         return None
 

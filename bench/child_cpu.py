@@ -1,0 +1,85 @@
+"""CPU per call of the child and the parent (from /proc), for sequential and pipelined calls.
+
+    python bench/child_cpu.py [--transport unix] [--calls 20000] [--mode sync|async|pipe]
+
+Wall time on a shared machine is noisy; CPU time per call is not: this is the number to
+compare when changing the child's path. Prints µs of CPU per call for each side and µs of wall.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from multifrost import ParentWorker  # noqa: E402
+
+WORKER = os.path.join(HERE, "_add_worker.py")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pid: int) -> float:
+    """Seconds of CPU (user + system) process ``pid`` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _sync(transport: str, calls: int, method: str) -> tuple[float, float, float]:
+    with ParentWorker.spawn(WORKER, transport=transport) as worker:
+        call = getattr(worker.call, method)
+        for _ in range(500):
+            call(1, 2)
+        pid = worker.pid
+        assert pid is not None
+        before = cpu_of(pid), time.process_time(), time.perf_counter()
+        for _ in range(calls):
+            call(1, 2)
+        return _per_call(before, (cpu_of(pid), time.process_time(), time.perf_counter()), calls)
+
+
+async def _async(transport: str, calls: int, method: str, window: int) -> tuple[float, float, float]:
+    async with ParentWorker.spawn(WORKER, transport=transport) as worker:
+        call = getattr(worker.acall, method)
+
+        async def caller(n: int) -> None:
+            for _ in range(n):
+                await call(1, 2)
+        await caller(500)
+        pid = worker.pid
+        assert pid is not None
+        before = cpu_of(pid), time.process_time(), time.perf_counter()
+        await asyncio.gather(*(caller(calls // window) for _ in range(window)))
+        return _per_call(before, (cpu_of(pid), time.process_time(), time.perf_counter()), calls)
+
+
+def _per_call(before: tuple, after: tuple, calls: int) -> tuple[float, float, float]:
+    """(child µs CPU, parent µs CPU, wall µs) per call."""
+    child, parent, wall = ((b - a) * 1e6 / calls for a, b in zip(before, after))
+    return child, parent, wall
+
+
+def measure(transport: str, calls: int, mode: str, method: str = "add") -> tuple[float, float, float]:
+    """(child µs CPU, parent µs CPU, wall µs) per call: ``mode`` sync, async (one at a time) or pipe (256)."""
+    if mode == "sync":
+        return _sync(transport, calls, method)
+    return asyncio.run(_async(transport, calls, method, 1 if mode == "async" else 256))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transport", default="unix")
+    parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--mode", default="sync", choices=("sync", "async", "pipe"))
+    parser.add_argument("--method", default="add")
+    opts = parser.parse_args()
+    child, parent, wall = measure(opts.transport, opts.calls, opts.mode, opts.method)
+    print(f"{opts.transport} {opts.mode} {opts.method}: child {child:.1f} µs CPU/call, parent {parent:.1f}, wall {wall:.1f}")
+
+
+if __name__ == "__main__":
+    main()
