@@ -11,8 +11,8 @@ end keeps the rule of :mod:`multifrost.transports.base` itself: after each send 
 reader that gave ``soon``, once for a run of sends) it reads ``ZMQ_EVENTS`` (which also
 re-arms the descriptor) and, when a message waits, calls the reader registered with
 ``set_reader``; ``recv_nowait`` uses ``NOBLOCK`` and, when a send was refused, reads
-``ZMQ_EVENTS`` so ``writable`` tells whether room has appeared since. ``recv_all`` receives
-until a receive finds nothing, which re-arms the descriptor as that read does.
+``ZMQ_EVENTS`` so ``writable`` tells whether room has appeared since. For a reader that gave
+``soon``, ``recv_all`` receives until a receive finds nothing, which re-arms the descriptor too.
 
 Backpressure: a send is refused (``send_nowait`` -> False, nothing queued) when the peer's
 pipe holds ``sndhwm`` (+ the peer's ``rcvhwm``, roughly: ZeroMQ counts both ends) messages,
@@ -258,9 +258,17 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
         return None
 
     def recv_all(self) -> list[bytes]:
-        """Every payload ready now: NOBLOCK receives until one finds nothing. libzmq looks at its
-        mailbox (a system call) once for the lot, where a look at EVENTS before each receive costs
-        one a message; the receive that finds nothing re-arms ``fileno()`` as that look does."""
+        """Every payload ready now. A reader on an event loop (it gave ``soon``) takes replies in
+        batches: it receives until a receive finds nothing, so libzmq looks at its mailbox (a system
+        call) once for the lot instead of once a message (EVENTS before each receive); a reader that
+        takes one at a time keeps the looks, as the receive that finds nothing raises zmq.Again,
+        which costs more than a look."""
+        payloads = self._until_again() if self._soon is not None else super().recv_all()
+        self._unchecked = False  # the last look, or the receive that found nothing, re-armed fileno()
+        return payloads
+
+    def _until_again(self) -> list[bytes]:
+        """NOBLOCK receives until one raises zmq.Again (see ``recv_all``)."""
         recv, rest, payloads = self._recv, self._rest, []
         while True:
             try:
@@ -272,7 +280,6 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
             payload = rest(first)
             if payload is not None:
                 payloads.append(payload)
-        self._unchecked = False
         if self._send_refused:
             self._ready()  # for ``writable``: room may have appeared since the refusal
         self._watch_connections()
