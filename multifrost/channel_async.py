@@ -3,7 +3,8 @@
 The loop's reader callback on the end's descriptor is the only reader: it takes every
 reply ready in one pass and resolves the waiting futures. Calls send straight from their
 task; when a send hides a reply, the end calls the reader back (``set_reader``) and the
-pass runs at once, in the sending task (the same loop thread). See shared PERFORMANCE.md (design C).
+pass runs in the loop thread: at once, or, where the end's check costs a system call, once
+after the sends of one turn of the loop (``loop.call_soon``). See shared PERFORMANCE.md (design C).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class AsyncChannel(_Channel):
         self._timed: set[str] = set()  # ids whose reply's arrival time timed_request wants
         self._arrived: dict[str, float] = {}
         self._loop.add_reader(self._fd, self.drain)
-        end.set_reader(self._hidden)
+        end.set_reader(self._hidden, self._loop.call_soon)
 
     async def request(self, msg_id: str, payload: bytes, timeout: float | None, what: str) -> protocol.Message:
         """Send ``payload`` and wait for the reply carrying ``msg_id``."""

@@ -8,11 +8,13 @@ Readiness, owned by the end. Some backends' descriptors are edge-triggered (Zero
 ``FD``) or buffer frames in the process (unix), so a send may leave a message waiting that
 ``fileno()`` will not announce. The end knows when that happens, and says so once to the
 one reader of the end, registered with ``set_reader(callback)``: the callback runs in the
-sending thread right after such a send (it should only wake the reader, never read). A
-reader therefore needs only two rules, both kept inside this module's methods: wake on
-``fileno()`` or on its callback, then take everything with ``recv_all()`` (which reads
-until the end reports nothing left and so re-arms the descriptor). A reader that took a
-message and has not yet seen None will look again anyway, so a send meanwhile need not tell it. Nobody else reads: a
+sending thread right after such a send (it should only wake the reader, never read), or,
+for a reader on an event loop that also gave ``soon``, once for a run of sends in the same
+turn of the loop, before the loop next waits. A reader therefore needs only two rules,
+both kept inside this module's methods: wake on ``fileno()`` or on its callback, then take
+everything with ``recv_all()`` (which reads until the end reports nothing left and so
+re-arms the descriptor). A reader that took a message and has not yet seen None will look
+again anyway, so a send meanwhile need not tell it. Nobody else reads: a
 sender never drains. The RPC core builds its sync (poll on ``fileno``) and async
 (``loop.add_reader``) call paths on these primitives, so it never knows which backend
 carries its bytes; the awaitable and blocking helpers below are for simpler users and tests
@@ -113,11 +115,18 @@ class _End(ABC):
         self._blocking_waiters = 0
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._reader: Callable[[], object] | None = None
+        self._soon: Callable[[Callable[[], None]], object] | None = None
 
-    def set_reader(self, callback: Callable[[], object] | None) -> None:
+    def set_reader(self, callback: Callable[[], object] | None,
+                   soon: Callable[[Callable[[], None]], object] | None = None) -> None:
         """Name the one reader of this end: ``callback`` runs in the sending thread after a send
-        that left a message ``fileno()`` will not announce (None: no reader to wake)."""
+        that left a message ``fileno()`` will not announce (None: no reader to wake).
+
+        ``soon(fn)`` (an event loop's ``call_soon``): runs ``fn`` in the reader's thread before it
+        next waits. An end may then put off what each send would do (look for a hidden message,
+        write) and do it once for a run of sends made in the same turn of the loop."""
         self._reader = callback
+        self._soon = soon
 
     def _hidden(self) -> None:
         """Backends call this when a send (or a look for room) may hide a waiting message."""

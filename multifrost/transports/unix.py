@@ -1,33 +1,31 @@
 """``unix://PATH``: length-prefixed frames over plain Unix stream sockets; no ZeroMQ, no I/O thread.
 
-The thread (or event loop) that calls ``send_nowait`` / ``recv_nowait`` does the socket I/O
-itself, so a round trip costs two wake-ups instead of ZeroMQ's four. Framing and writing are
-in :mod:`multifrost.transports.unix_conn`, the socket file in ``unix_path``.
+The thread (or event loop) that calls ``send_nowait`` / ``recv_nowait`` does the socket I/O itself, so a round
+trip costs two wake-ups instead of ZeroMQ's four. Framing and writing are in
+:mod:`multifrost.transports.unix_conn`, the socket file in ``unix_path``.
 
-Either end may bind (the parent in spawn mode, the child in connect-style use) or connect.
-A bound end listens; a parent end has one connection at a time (a newer connection replaces
-an older one, as a restarted child's would), a child end keeps one per parent and names it
-with an identity of its own (ROUTER semantics: ``peers`` are those it has received from).
-Connecting needs a listener (else TransportError). A connecting end that loses its
-connection redials at once and, if nothing listens yet, again on each later send or receive
-(there is no background thread to do it meanwhile); a connecting parent keeps up to
-``sndhwm`` messages queued while it has no connection. Messages in flight on a connection
-that dies are lost with it, as with ZeroMQ.
+Either end may bind (the parent in spawn mode, the child in connect-style use) or connect. A bound end
+listens; a parent end has one connection at a time (a newer connection replaces an older one, as a restarted
+child's would), a child end keeps one per parent and names it with an identity of its own (ROUTER semantics:
+``peers`` are those it has received from). Connecting needs a listener (else TransportError). A connecting end
+that loses its connection redials at once and, if nothing listens yet, again on each later send or receive
+(there is no background thread to do it meanwhile); a connecting parent keeps up to ``sndhwm`` messages queued
+while it has no connection. Messages in flight on a connection that dies are lost with it, as with ZeroMQ.
 
-Readiness: ``fileno()`` is a level-triggered epoll descriptor holding the listener, every
-connection and a wake-up rung when queued output drains below the high-water mark: it is
-readable exactly while there is something to do in the kernel. Frames already taken into
-the process wait in an inbox, so a reader drains with ``recv_all`` and a send that takes
-frames on its way (looking for room) tells the reader (``set_reader``).
+Readiness: ``fileno()`` is a level-triggered epoll descriptor holding the listener, every connection and a
+wake-up rung when queued output drains below the high-water mark: it is readable exactly while there is
+something to do in the kernel. Frames already taken into the process wait in an inbox, so a reader drains with
+``recv_all`` and a send that takes frames on its way (looking for room) tells the reader (``set_reader``); a
+reader on an event loop that gave ``soon`` has the small frames of one turn's sends leave in one write.
 
-Limits: a send is refused when ``sndhwm`` messages already wait in this process for room in the
-kernel buffer (which holds more, as ZeroMQ's pipes do); frames are taken from the kernel only
-when the ones taken before are handed out (``rcvhwm`` bounds one look). A frame announcing more
-than ``max_message_size`` bytes drops its connection; a hang-up mid-frame loses that frame (both logged).
+Limits: a send is refused when ``sndhwm`` messages already wait in this process for room in the kernel buffer
+(which holds more, as ZeroMQ's pipes do); frames are taken from the kernel only when the ones taken before are
+handed out (``rcvhwm`` bounds one look). A frame announcing more than ``max_message_size`` bytes drops its
+connection; a hang-up mid-frame loses that frame (both logged).
 
-``close(linger)`` lets queued output leave for up to ``linger`` seconds (in the closing
-thread), then closes; a bound end removes its socket file. The socket file is made 0600;
-put it in a private (0700) directory, as spawn mode does.
+``close(linger)`` lets queued output leave for up to ``linger`` seconds (in the closing thread), then closes;
+a bound end removes its socket file. The socket file is made 0600; put it in a private (0700) directory, as
+spawn mode does.
 """
 from __future__ import annotations
 
@@ -58,6 +56,7 @@ class _UnixEnd:
     drops: int
     _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
     _hidden: Callable[[], None]  # from _End: tell the reader a message waits unannounced
+    _soon: Callable[[Callable[[], None]], object] | None  # from _End: see _send_on
 
     def _setup(self, endpoint: Endpoint, bind: bool, sndhwm: int, rcvhwm: int, max_message_size: int) -> None:
         self.endpoint = str(endpoint)
@@ -216,16 +215,16 @@ class _UnixEnd:
             self._hidden()
 
     def _send_on(self, conn: Connection, payload) -> bool:
-        """Write one frame; False (the connection dropped, redialled when connecting) when it broke.
-
-        While received messages wait in the inbox, the user is mid-drain and will call ``recv_nowait``
-        again: a small frame then waits until the inbox is empty (one system call for a batch's replies).
-        """
-        defer = bool(self._inbox)
+        """Write one frame; False (the connection dropped, redialled when connecting) when it broke. A small
+        frame waits, to leave with others in one system call, while received messages wait in the inbox (the
+        user is mid-drain and calls ``recv_nowait`` again) and, for a reader that gave ``soon``, to the end of the turn."""
+        defer = bool(self._inbox) or self._soon is not None
         if not defer and self._corked:
             self._uncork()
         if conn.write(payload, defer):
             if defer and conn not in self._corked:
+                if not self._corked and self._soon is not None:
+                    self._soon(self._uncork)
                 self._corked.append(conn)
             return True
         self._gone(conn)

@@ -7,11 +7,14 @@ shape is dropped with one log line (logger ``multifrost.transports``).
 
 Readiness: ``fileno()`` is the socket's ``ZMQ_FD``. It is edge-triggered: it signals that
 the socket's state may have changed, and any send or receive may consume the signal. The
-end keeps the rule of :mod:`multifrost.transports.base` itself: after each send it reads
-``ZMQ_EVENTS`` (which also re-arms the descriptor) and, when a message waits, calls the
-reader registered with ``set_reader``, except while the reader is mid-drain (the last
-``recv_nowait`` returned a message: it calls again, and that call reads ``ZMQ_EVENTS``); ``recv_nowait`` uses ``NOBLOCK`` and, when a send
-was refused, reads ``ZMQ_EVENTS`` so ``writable`` tells whether room has appeared since.
+end keeps the rule of :mod:`multifrost.transports.base` itself: after each send (or, for a
+reader that gave ``soon``, once for a run of sends) it reads ``ZMQ_EVENTS`` (which also
+re-arms the descriptor) and, when a message waits, calls the reader registered with
+``set_reader``, except while the reader is mid-drain (the last ``recv_nowait`` returned a
+message: it calls again, and that call reads ``ZMQ_EVENTS``); ``recv_nowait`` uses ``NOBLOCK``
+and, when a send was refused, reads ``ZMQ_EVENTS`` so ``writable`` tells whether room has
+appeared since. For a reader that gave ``soon``, ``recv_all`` receives until a receive finds
+nothing, which re-arms the descriptor too.
 
 Backpressure: a send is refused (``send_nowait`` -> False, nothing queued) when the peer's
 pipe holds ``sndhwm`` (+ the peer's ``rcvhwm``, roughly: ZeroMQ counts both ends) messages,
@@ -32,7 +35,7 @@ above must time out and retry, not assume delivery.
 by ZeroMQ (what was in flight on that connection is lost). ZeroMQ does not enforce it on
 ``inproc://`` (no decoder there).
 
-Dropped connections (tcp, ipc): each end watches its socket's monitor for
+Dropped connections (tcp, ipc; :mod:`.zeromq_monitor`): each end watches its socket's monitor for
 ``EVENT_DISCONNECTED`` (read in ``recv_nowait``, no thread) and counts them in ``drops``.
 A connecting end also watches for failed security handshakes (``EVENT_HANDSHAKE_FAILED_*``):
 ``check()`` then raises AuthenticationError; such a connection is dialled again but is not a drop.
@@ -49,7 +52,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import struct
 import time
 from typing import Callable
 
@@ -60,6 +62,7 @@ from ..errors import TransportClosed, TransportError
 from . import Curve, Endpoint
 from .base import ChildEnd, ParentEnd
 from .zeromq_context import _bind, _released, _remove_socket_file, _shared_context, shutdown, RELEASE_GRACE
+from .zeromq_monitor import _DIALLING, _DISCONNECTED, _HANDSHAKE_FAILED, _Watched
 
 __all__ = ["ZmqParentEnd", "ZmqChildEnd", "shutdown", "_shared_context"]
 
@@ -75,30 +78,14 @@ _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _Again = zmq.Again
 _ZMQError = zmq.ZMQError
-_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
-#: Events that say libzmq itself is (re)connecting: after them a connecting end need not dial.
-_DIALLING = int(zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED)
-#: A connecting end also watches its handshakes: a refused one is an AuthenticationError (see .curve).
-_NO_DETAIL = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-_HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) | _NO_DETAIL
-
-_EVENT_HEAD = struct.Struct("=hi")  # a monitor event's first frame: 16-bit event, 32-bit value
 
 
-def parse_monitor_message(frames: list[bytes]) -> dict:
-    """A monitor event as pyzmq's ``parse_monitor_message`` gives it, without importing
-    ``zmq.utils.monitor`` (which loads zmq.asyncio: a worker's start pays for it)."""
-    if len(frames) != 2 or len(frames[0]) != 6:
-        raise RuntimeError(f"Invalid event message format: {frames}")
-    event, value = _EVENT_HEAD.unpack(frames[0])
-    return {"event": event, "value": value, "endpoint": frames[1]}
-
-
-class _ZmqEnd:
+class _ZmqEnd(_Watched):
     """Socket setup, bind/connect, fileno and close shared by both ZeroMQ ends."""
 
     _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
     _reader: Callable[[], object] | None  # from _End: who to wake when a send hides a message
+    _soon: Callable[[Callable[[], None]], object] | None  # from _End: runs a put-off look (see set_reader)
 
     def _open(self, socket_type: int, endpoint: Endpoint, bind: bool,
               sndhwm: int, rcvhwm: int, max_message_size: int, curve: Curve | None = None) -> None:
@@ -112,6 +99,8 @@ class _ZmqEnd:
         self._redial = False  # a dropped connection that libzmq has not started to dial again
         self._send_refused = False
         self._draining = False  # the last recv_nowait returned a message: the reader will call again
+        self._unchecked = False  # a send since the last look at EVENTS or receive that found nothing
+        self._look_queued = False  # _settle is queued with soon
         self._bound = bind
         self.endpoint = str(endpoint)
         sock = _shared_context().socket(socket_type)
@@ -184,59 +173,26 @@ class _ZmqEnd:
 
     def _after_send(self) -> None:
         """A send takes the descriptor's edge with it: if a message now waits, tell the reader
-        (unless it is mid-drain: its next ``recv_nowait`` finds the message and re-arms the edge)."""
-        if self._reader is not None and not self._draining and self._get(_EVENTS) & _POLLIN:
-            self._reader()
-
-    def _watch_connections(self) -> None:
-        """Read the monitor: count dropped connections. After a drop libzmq dials again by itself
-        (a CONNECT_DELAYED/RETRIED or CONNECTED event follows) except after a protocol error, such
-        as a frame over MAXMSGSIZE or a failed handshake: a connecting end whose drop no such
-        event follows dials itself."""
-        monitor = self._monitor
-        if monitor is None or not self._monitor_get(_EVENTS) & _POLLIN:  # type: ignore[misc]  # set with the monitor
+        (unless it is mid-drain: its next ``recv_nowait`` finds the message and re-arms the edge).
+        With ``soon`` (see ``set_reader``), one look at EVENTS (a system call) serves a run of sends."""
+        if self._reader is None or self._draining:
             return
-        while True:
-            try:
-                event = parse_monitor_message(monitor.recv_multipart(_NOBLOCK))
-            except _Again:
-                break
-            kind = event["event"]
-            if kind & _HANDSHAKE_FAILED:
-                self._handshake_failed(kind, event["value"])
-            elif kind == _DISCONNECTED:
-                if self._failed_handshake:  # the end of a connection that never got through its handshake
-                    self._failed_handshake = False
-                else:
-                    self.drops += 1
-                    # A client leaving a bound end is ordinary; a connecting end losing its peer is news.
-                    log.log(logging.DEBUG if self._bound else logging.WARNING, "%s: the connection to %s was dropped",
-                            self.endpoint, event["endpoint"].decode(errors="replace"))
-                self._redial = not self._bound
-            else:
-                self._redial = False
-        if self._redial:
-            self._redial = False
-            try:
-                self._sock.disconnect(self.endpoint)
-            except _ZMQError:  # libzmq already forgot it
-                pass
-            self._sock.connect(self.endpoint)
+        if self._soon is None:
+            if self._get(_EVENTS) & _POLLIN:
+                self._reader()
+            return
+        self._unchecked = True
+        if not self._look_queued:
+            self._look_queued = True
+            self._soon(self._settle)
 
-    def _handshake_failed(self, event: int, value: int) -> None:
-        """Note a failed handshake; a security refusal is kept for ``check()``."""
-        self._failed_handshake = True
-        if event == _NO_DETAIL:
-            self._unexplained += 1
-        if self._refused is None:
-            from .curve import refusal
-            self._refused = refusal(event, value, self.endpoint, curve=self._curve, unexplained=self._unexplained)
-
-    def check(self) -> None:
-        """Raise AuthenticationError once the peer refused this end's security handshake."""
-        self._watch_connections()
-        if self._refused is not None:
-            raise self._refused
+    def _settle(self) -> None:
+        """The look a run of sends put off (none when a receive that found nothing re-armed the fd since)."""
+        self._look_queued = False
+        if self._unchecked and not self._closed and self._reader is not None:
+            self._unchecked = False
+            if self._ready():
+                self._reader()
 
     def _release_zap(self) -> None:
         if self._zap_domain is not None:
@@ -292,12 +248,9 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
         return True
 
     def recv_nowait(self) -> bytes | None:
-        # Copies, not Frames: each Frame lets go of the GIL once more when freed, and with
-        # threads waiting for it every letting go hands the GIL (and the CPU) over.
-        recv, get = self._recv, self._get
         while self._ready():
             try:
-                first = recv(_NOBLOCK)
+                first = self._recv(_NOBLOCK)
             except _Again:
                 self._draining = False
                 return None
@@ -305,15 +258,54 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
                 self._draining = False
                 raise self._error(exc) from exc
             self._draining = True
-            if not get(_RCVMORE):
-                return first
-            second = recv(0)
-            more = get(_RCVMORE)
-            if not more and not first:
-                return second
-            self._drop([first, second], "[b'', payload] or [payload]", more)
+            payload = self._rest(first)
+            if payload is not None:
+                return payload
         self._draining = False
         self._watch_connections()
+        return None
+
+    def recv_all(self) -> list[bytes]:
+        """Every payload ready now. A reader on an event loop (it gave ``soon``) takes replies in
+        batches: it receives until a receive finds nothing, so libzmq looks at its mailbox (a system
+        call) once for the lot instead of once a message (EVENTS before each receive); a reader that
+        takes one at a time keeps the looks, as the receive that finds nothing raises zmq.Again,
+        which costs more than a look."""
+        payloads = self._until_again() if self._soon is not None else super().recv_all()
+        self._unchecked = False  # the last look, or the receive that found nothing, re-armed fileno()
+        return payloads
+
+    def _until_again(self) -> list[bytes]:
+        """NOBLOCK receives until one raises zmq.Again (see ``recv_all``)."""
+        recv, rest, payloads = self._recv, self._rest, []
+        while True:
+            try:
+                first = recv(_NOBLOCK)
+            except _Again:
+                break
+            except _ZMQError as exc:
+                raise self._error(exc) from exc
+            payload = rest(first)
+            if payload is not None:
+                payloads.append(payload)
+        if self._send_refused:
+            self._ready()  # for ``writable``: room may have appeared since the refusal
+        self._watch_connections()
+        return payloads
+
+    def _rest(self, first: bytes) -> bytes | None:
+        """The payload of the message whose first frame is ``first``; None when its shape is wrong (dropped).
+
+        Copies, not Frames: each Frame lets go of the GIL once more when freed, and with
+        threads waiting for it every letting go hands the GIL (and the CPU) over."""
+        get = self._get
+        if not get(_RCVMORE):
+            return first
+        second = self._recv(0)
+        more = get(_RCVMORE)
+        if not more and not first:
+            return second
+        self._drop([first, second], "[b'', payload] or [payload]", more)
         return None
 
 

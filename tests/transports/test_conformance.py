@@ -423,14 +423,18 @@ def _readable(end) -> bool:
     return bool(select.select([end.fileno()], [], [], 0)[0])
 
 
-def _send_while_a_message_waits(receiver, send) -> bool:
+def _send_while_a_message_waits(receiver, send, soon: bool = False) -> bool:
     """Send from ``receiver`` while a message is on its way to it (or there already): the
     message is announced afterwards, by ``fileno()`` or by the reader callback (``set_reader``),
-    never swallowed by the send. (Without the end's rule a ZeroMQ end stays silent for ever.)"""
+    never swallowed by the send. (Without the end's rule a ZeroMQ end stays silent for ever.)
+    ``soon``: the reader gave ``set_reader`` a ``soon``; what the end put off runs after the send."""
     woken: list = []
-    receiver.set_reader(lambda: woken.append(True))
+    put_off: list = []
+    receiver.set_reader(lambda: woken.append(True), put_off.append if soon else None)
     wait_until(lambda: _readable(receiver))
     send()
+    for fn in put_off:
+        fn()
     wait_until(lambda: bool(woken) or _readable(receiver), timeout=5)
     return True
 
@@ -448,7 +452,8 @@ def test_a_child_send_never_hides_a_waiting_message(ends):
     child.set_reader(None)
 
 
-def test_a_parent_send_never_hides_a_waiting_reply(ends):
+@pytest.mark.parametrize("soon", [False, True], ids=["at-once", "soon"])
+def test_a_parent_send_never_hides_a_waiting_reply(ends, soon):
     parent, child = ends.pair()
     parent.send_blocking(b"hello", timeout=DEADLINE)
     peer, _ = child.recv_blocking(timeout=DEADLINE)
@@ -456,7 +461,7 @@ def test_a_parent_send_never_hides_a_waiting_reply(ends):
     sent = 0
     for i in range(20):
         assert child.send_nowait(peer, b"r%d" % i)
-        assert _send_while_a_message_waits(parent, lambda: parent.send_nowait(b"m%d" % i))
+        assert _send_while_a_message_waits(parent, lambda: parent.send_nowait(b"m%d" % i), soon)
         assert parent.recv_all() == [b"r%d" % i]
         sent += 1
     got: list = []
