@@ -15,8 +15,7 @@ while it has no connection. Messages in flight on a connection that dies are los
 Readiness: ``fileno()`` is a level-triggered epoll descriptor holding the listener, every connection and a
 wake-up rung when queued output drains below the high-water mark: it is readable exactly while there is
 something to do in the kernel. Frames already taken into the process wait in an inbox, so a reader drains with
-``recv_all`` and a send that takes frames on its way (looking for room) tells the reader (``set_reader``); a
-reader on an event loop that gave ``soon`` has the small frames of one turn's sends leave in one write.
+``recv_all`` and a send that takes frames on its way (looking for room) tells the reader (``set_reader``).
 
 Limits: a send is refused when ``sndhwm`` messages already wait in this process for room in the kernel buffer
 (which holds more, as ZeroMQ's pipes do); frames are taken from the kernel only when the ones taken before are
@@ -56,7 +55,6 @@ class _UnixEnd:
     drops: int
     _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
     _hidden: Callable[[], None]  # from _End: tell the reader a message waits unannounced
-    _soon: Callable[[Callable[[], None]], object] | None  # from _End: see _send_on
 
     def _setup(self, endpoint: Endpoint, bind: bool, sndhwm: int, rcvhwm: int, max_message_size: int) -> None:
         self.endpoint = str(endpoint)
@@ -215,16 +213,18 @@ class _UnixEnd:
             self._hidden()
 
     def _send_on(self, conn: Connection, payload) -> bool:
-        """Write one frame; False (the connection dropped, redialled when connecting) when it broke. A small
-        frame waits, to leave with others in one system call, while received messages wait in the inbox (the
-        user is mid-drain and calls ``recv_nowait`` again) and, for a reader that gave ``soon``, to the end of the turn."""
-        defer = bool(self._inbox) or self._soon is not None
+        """Write one frame; False (the connection dropped, redialled when connecting) when it broke.
+
+        While received messages wait in the inbox, the user is mid-drain and will call ``recv_nowait``
+        again: a small frame then waits until the inbox is empty (one system call for a batch's replies).
+        Sends are not put off to the end of an event loop's turn: measured, that stalls a pipeline
+        (the peer waits for the whole turn's batch; 40k against 60k calls/s with 256 in flight).
+        """
+        defer = bool(self._inbox)
         if not defer and self._corked:
             self._uncork()
         if conn.write(payload, defer):
             if defer and conn not in self._corked:
-                if not self._corked and self._soon is not None:
-                    self._soon(self._uncork)
                 self._corked.append(conn)
             return True
         self._gone(conn)
