@@ -15,7 +15,7 @@ import zmq
 
 from ..errors import TransportError
 
-log = logging.getLogger("multifrost.transports.zeromq")
+log = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
