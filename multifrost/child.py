@@ -253,21 +253,15 @@ class ChildWorker:
         if self._stopping.is_set():
             self._reply_error(peer, msg_id, "Worker is shutting down")
             return
-        args = raw.get("args")
-        if type(args) is not list:
-            if args is not None and not isinstance(args, list):
-                self._reply_error(peer, msg_id, f"Message 'args' must be an array, not {type(args).__name__}")
-                return
-            args = [] if args is None else args
-        name = raw["function"]
-        found = self._functions.get(name) if type(name) is str else None
-        if found is None:
-            try:
-                found = self._resolve(name)
-            except Gone as exc:
-                self._reply_error(peer, msg_id, str(exc))
-                return
-        fn, is_async = found
+        args = message.args
+        if not isinstance(args, list):
+            self._reply_error(peer, msg_id, f"Message 'args' must be an array, not {type(args).__name__}")
+            return
+        try:
+            fn, is_async = self._resolve(raw["function"])
+        except Gone as exc:
+            self._reply_error(peer, msg_id, str(exc))
+            return
         taken = self._ext.prepare(peer, message, fn, is_async, args)  # issue 15 hook: None for a plain call
         if taken is None:
             context = None
