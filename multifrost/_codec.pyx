@@ -228,6 +228,8 @@ cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
     long long PyLong_AsLongLongAndOverflow(object value, int* overflow) except? -1
     int _PyBytes_Resize(PyObject** data, Py_ssize_t size) except -1
+    object PyMemoryView_FromMemory(char* mem, Py_ssize_t size, int flags)
+    int PyBUF_WRITE
     void PyUnicode_InternInPlace(PyObject** text)
 
 import_datetime()
@@ -995,3 +997,17 @@ cdef object _read_key(Reader* r, int depth):
     if mf_is_list(raw) or mf_is_dict(raw):
         raise ProtocolError(f"unhashable map key of type {type(key).__name__} at offset {start}")
     return key
+
+
+# ---------------------------------------------------------------- receive
+
+
+def bytes_to_fill(Py_ssize_t size):
+    """``(view, done)``: a writable memoryview of ``size`` bytes, and ``done()`` returning them as
+    bytes once filled. Here the view is the memory of a new bytes object, so a transport
+    receives a large frame straight into the bytes it hands out, without the copy
+    ``bytes(buffer)`` costs. Fill all of it before calling ``done()``."""
+    if size < 2:  # bytes of 0 or 1 byte may be shared singletons: never write into them
+        raise ValueError(f"bytes_to_fill needs a size of 2 or more, not {size}")
+    payload = PyBytes_FromStringAndSize(NULL, size)
+    return PyMemoryView_FromMemory(PyBytes_AS_STRING(payload), size, PyBUF_WRITE), lambda: payload

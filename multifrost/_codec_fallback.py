@@ -11,7 +11,7 @@ import math
 import struct
 import sys
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from msgpack import ExtType
 
@@ -368,3 +368,15 @@ def _container_checks(
         raise over_limit(kind, n, f"max_{kind}_len", limit, start)
     if n * per_item > len(data) - pos:
         raise truncated(pos)
+
+
+# ---------------------------------------------------------------- receive
+
+
+def bytes_to_fill(size: int) -> tuple[memoryview, Callable[[], bytes]]:
+    """``(view, done)``: a writable memoryview of ``size`` bytes, and ``done()`` returning them as
+    bytes once filled (here a copy of a bytearray; the compiled twin fills the bytes itself)."""
+    if size < 2:
+        raise ValueError(f"bytes_to_fill needs a size of 2 or more, not {size}")
+    buffer = bytearray(size)
+    return memoryview(buffer), lambda: bytes(buffer)

@@ -1,4 +1,5 @@
-"""msgpack codec of Multifrost messages: ``pack_message`` / ``unpack_message``.
+"""msgpack codec of Multifrost messages: ``pack_message`` / ``unpack_message``; and
+``bytes_to_fill``, the memory a transport receives a large frame into.
 
 The compiled ``multifrost._codec`` is used when it is importable; otherwise (or
 with ``MULTIFROST_PUREPYTHON=1`` in the environment) the pure-Python twin
@@ -11,11 +12,11 @@ import os
 from ._limits import DEFAULT_LIMITS, Limits
 
 if os.environ.get("MULTIFROST_PUREPYTHON") == "1":
-    from ._codec_fallback import IMPLEMENTATION, pack_message, unpack_message
+    from ._codec_fallback import IMPLEMENTATION, bytes_to_fill, pack_message, unpack_message
 else:
     try:
-        from ._codec import IMPLEMENTATION, pack_message, unpack_message
+        from ._codec import IMPLEMENTATION, bytes_to_fill, pack_message, unpack_message
     except ImportError:
-        from ._codec_fallback import IMPLEMENTATION, pack_message, unpack_message  # type: ignore[assignment]
+        from ._codec_fallback import IMPLEMENTATION, bytes_to_fill, pack_message, unpack_message  # type: ignore[assignment]
 
-__all__ = ["DEFAULT_LIMITS", "IMPLEMENTATION", "Limits", "pack_message", "unpack_message"]
+__all__ = ["DEFAULT_LIMITS", "IMPLEMENTATION", "Limits", "bytes_to_fill", "pack_message", "unpack_message"]

@@ -99,6 +99,30 @@ def test_codec_exports_the_fixed_api():
     assert _codec_fallback.IMPLEMENTATION == "python"
 
 
+@given(size=st.integers(2, 300_000), cuts=st.lists(st.integers(0, 300_000), max_size=5))
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_bytes_to_fill_gives_what_was_written_as_bytes(impl, size, cuts):
+    data = os.urandom(size)
+    view, done = impl.bytes_to_fill(size)
+    assert len(view) == size and not view.readonly
+    at = 0
+    for cut in sorted(c for c in cuts if c < size) + [size]:  # filled piece by piece, as recv_into does
+        view[at:cut] = data[at:cut]
+        at = max(at, cut)
+    view.release()
+    other_view, other_done = impl.bytes_to_fill(size)
+    other_view[:] = bytes(size)
+    result = done()
+    assert type(result) is bytes and result == data
+    assert other_done() == bytes(size)  # a second one is memory of its own
+
+
+@pytest.mark.parametrize("size", [-1, 0, 1])
+def test_bytes_to_fill_refuses_sizes_below_two(impl, size):
+    with pytest.raises(ValueError, match="size of 2 or more"):
+        impl.bytes_to_fill(size)
+
+
 # ---------------------------------------------------------------- encoding choices
 
 

@@ -2,7 +2,8 @@
 
 A frame is a 4-byte big-endian length and that many payload bytes. Reads go into a buffer
 the connection keeps (``recv_into``, many small frames per system call); a frame larger than
-that buffer gets a buffer of its own and is read into it directly. Writes go straight to the
+that buffer is read straight into the bytes object handed out (``codec.bytes_to_fill``: no
+copy of a large payload on its way in). Writes go straight to the
 kernel from the caller's thread (``sendmsg`` of header and payload, no joining copy for large
 payloads). Only what the kernel does not take at once (a payload larger than the socket
 buffer, or a peer that stopped reading) is queued and written by a short-lived writer thread,
@@ -20,10 +21,11 @@ import time
 from collections import deque
 from typing import Callable
 
+from ..codec import bytes_to_fill
+
 log = logging.getLogger(__name__)
 
 BUFFER = 256 * 1024  # receive buffer per connection; larger frames get one of their own
-_LARGE_KEEP = 16 * 1024 * 1024  # a large-frame buffer up to this size is kept for the next one
 _SOCKBUF = 4 * 1024 * 1024  # kernel buffer per direction asked for (the kernel caps it at wmem_max)
 _SMALL = 16 * 1024  # payloads up to this size are joined to their header and sent in one piece
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
@@ -35,7 +37,7 @@ class Connection:
     """A connected non-blocking Unix stream socket carrying frames; see the module doc."""
 
     __slots__ = ("sock", "fd", "identity", "endpoint", "_max", "_buf", "_view", "_start", "_stop",
-                 "_body", "_body_got", "_large", "_corked", "_out", "_lock", "queued", "_writer", "_on_room", "_hwm", "_broken",
+                 "_body", "_body_got", "_done", "_corked", "_out", "_lock", "queued", "_writer", "_on_room", "_hwm", "_broken",
                  "emit", "short", "got")
 
     def __init__(self, sock: socket.socket, endpoint: str, max_size: int, hwm: int,
@@ -56,9 +58,9 @@ class Connection:
         self._buf = bytearray(BUFFER)
         self._view = memoryview(self._buf)
         self._start = self._stop = 0  # unread bytes of _buf
-        self._body: memoryview | None = None  # a frame larger than _buf being received (into _large)
+        self._body: memoryview | None = None  # a frame larger than _buf being received
         self._body_got = 0
-        self._large = bytearray()  # kept between large frames: fresh memory costs a page fault per 4 KiB
+        self._done: Callable[[], bytes] = _unfilled  # gives _body's frame as bytes, once full
         self._corked: list[bytes] = []  # small frames held back by write(defer=True)
         self._out: deque = deque()  # (piece, ends a message) still to write
         self._lock = threading.Lock()  # guards _out and queued while a writer runs
@@ -97,11 +99,9 @@ class Connection:
         if self._body is not None:
             self._body_got += got
             if self._body_got == len(self._body):
-                body, self._body = self._body, None
-                self.emit(bytes(body))
-                body.release()
-                if len(self._large) > _LARGE_KEEP:
-                    self._large = bytearray()
+                self._body.release()
+                done, self._body, self._done = self._done, None, _unfilled
+                self.emit(done())
             return True
         self._stop += got
         return self._frames(self.emit)
@@ -117,10 +117,8 @@ class Connection:
                 return False
             end = start + 4 + size
             if end > stop:
-                if 4 + size > BUFFER:  # too big for the buffer: it goes to the large one
-                    if len(self._large) < size:
-                        self._large = bytearray(size)
-                    body = memoryview(self._large)[:size]
+                if 4 + size > BUFFER:  # too big for the buffer: received into bytes of its own
+                    body, self._done = bytes_to_fill(size)
                     have = stop - start - 4
                     body[:have] = view[start + 4:stop]
                     self._body, self._body_got = body, have
@@ -281,3 +279,7 @@ class Connection:
 
 def _unclaimed(payload: bytes) -> None:
     raise RuntimeError("a connection read before its end set Connection.emit")
+
+
+def _unfilled() -> bytes:
+    raise RuntimeError("a connection finished a large frame it had not started")

@@ -51,6 +51,33 @@ def test_frames_split_at_every_byte_arrive_whole(child):
         sock.close()
 
 
+def test_large_frames_arrive_as_bytes_of_their_own(tmp_path):
+    """A frame too big for the read buffer is received into bytes of its own (no copy): each
+    arrives as exact bytes, split anywhere, and a later frame never writes into an earlier one."""
+    end = open_child_end(f"unix://{tmp_path}/c.sock", bind=True, max_message_size=4 << 20)
+    sock = raw_peer(end)
+    sizes = [300_000, 3 << 20, 300_001]
+    payloads = [bytes([n]) * size for n, size in enumerate(sizes, 1)]
+    try:
+        data = b"".join(frame(p) + frame(b"small") for p in payloads)
+
+        def send() -> None:  # while the end reads: the frames are larger than the kernel's buffer
+            rest = data
+            for cut in (1, 5, 299_999, 1 << 20):  # cuts inside headers and inside bodies
+                sock.sendall(rest[:cut])
+                rest = rest[cut:]
+            sock.sendall(rest)
+        sender = threading.Thread(target=send)
+        sender.start()
+        got = [end.recv_blocking(timeout=TIMEOUT)[1] for _ in range(2 * len(payloads))]
+        sender.join()
+        assert all(type(item) is bytes for item in got)
+        assert got == [item for p in payloads for item in (p, b"small")]
+    finally:
+        sock.close()
+        end.close()
+
+
 def test_an_oversized_frame_drops_that_connection_only(child, caplog):
     good, bad = raw_peer(child), raw_peer(child)
     try:
