@@ -186,7 +186,7 @@ class SyncChannel(_Channel):
                 if lead:
                     self._leading = True
                 else:
-                    waiter.sleeping = True
+                    wake = waiter.sleep()
                     self._followers[waiter] = None
             if lead:
                 try:
@@ -197,7 +197,7 @@ class SyncChannel(_Channel):
                     raise self._timed_out(waiter, what)
                 return
             remaining = _remaining(deadline)
-            if waiter.wake.acquire(timeout=-1 if remaining is None else max(remaining, 0)):
+            if wake.acquire(timeout=-1 if remaining is None else max(remaining, 0)):
                 if waiter.done:  # set before the wake-up was released: no lock needed to see it
                     return
                 continue  # promoted to lead
@@ -208,14 +208,14 @@ class SyncChannel(_Channel):
                     if not waiter.done:
                         raise self._timed_out(waiter, what)
                     return
-            waiter.wake.acquire()  # a wake-up raced the timeout: take it
+            wake.acquire()  # a wake-up raced the timeout: take it
 
     def _lead(self, waiter: Waiter, deadline: float | None) -> None:
         """Poll the end and hand out replies until ours is in or time is up."""
         poll = self._poller.poll
         wake_fd = self._wake_fd
         while not waiter.done:
-            remaining = _remaining(deadline)
+            remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return
             if self._stalled:  # the high-water mark refused the outbox: try again soon
@@ -233,10 +233,11 @@ class SyncChannel(_Channel):
             if self._outbox:
                 self._send_outbox()
             payloads = self.end.recv_all()
-        self._flush()
+        if self._outbox:  # queued while this thread held the end
+            self._flush()
         if not payloads and self.end.drops == self._drops and not self._later:
             return
-        parsed = [self._parse(payload) for payload in payloads]  # decoded outside the lock
+        parsed = list(map(self._parse, payloads))  # decoded outside the lock
         outputs: list = []
         with self._lock:
             while self._later:  # issue 15: streams whose finalizers ran
@@ -254,19 +255,15 @@ class SyncChannel(_Channel):
             return True
 
     def _step_down(self) -> None:
+        """Let go of the lead: wake one sleeping follower so that it takes it."""
         with self._lock:
             self._leading = False
             if self._closed:
                 self._close_wake_locked()
-            else:
-                self._promote_locked()
-
-    def _promote_locked(self) -> None:
-        """Wake one sleeping follower so that it takes the lead."""
-        if self._followers:
-            follower, _ = self._followers.popitem()
-            follower.sleeping = False
-            follower.wake.release()
+            elif self._followers:
+                follower, _ = self._followers.popitem()
+                follower.sleeping = False
+                follower.wake.release()  # type: ignore[union-attr]  # a sleeping waiter has its lock
 
     def _resolve(self, waiter: Waiter, message: protocol.Message) -> None:
         waiter.message = message
@@ -281,7 +278,7 @@ class SyncChannel(_Channel):
         if waiter.sleeping:
             waiter.sleeping = False
             del self._followers[waiter]
-            waiter.wake.release()
+            waiter.wake.release()  # type: ignore[union-attr]  # a sleeping waiter has its lock
 
     # -- while no caller leads ----------------------------------------------------------------
 
