@@ -330,6 +330,17 @@ class UnixParentEnd(_UnixEnd, ParentEnd):
     def recv_nowait(self) -> bytes | None:
         return self._take()
 
+    def recv_all(self) -> list[bytes]:
+        """``recv_nowait`` until None, taking what one look brought in at once (a sync caller's
+        pass reads here for each reply)."""
+        take, inbox = self._take, self._inbox
+        items: list[bytes] = []
+        while (item := take()) is not None:
+            items.append(item)
+            items.extend(inbox)
+            inbox.clear()
+        return items
+
     def _arrived_on(self, conn: Connection):
         return self._inbox.append
 
