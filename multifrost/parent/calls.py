@@ -48,14 +48,14 @@ class CallPath:
         if not isinstance(function, str):
             raise TypeError(f"function name must be str, not {type(function).__name__}")
         timeout = self._options.default_timeout if timeout is UNSET else check_timeout(timeout)
-        if self._core.breaker.opened_at is None:  # closed: the permit needs neither the lock nor the clock
-            permit = CLOSED
-        else:
+        permit = CLOSED  # a closed circuit's permit needs neither the lock nor the clock
+        if self._core.breaker.opened_at is not None:
             with self._lock:
-                permit = self._core.permit(time.monotonic())
-            if permit is None:
+                allowed = self._core.permit(time.monotonic())
+            if allowed is None:
                 raise CircuitOpenError(f"circuit breaker open for {self._target.describe()}: "
                                        f"calls fail at once until the reset timeout passes or restart() is called")
+            permit = allowed
         message = protocol.call(function, list(args), namespace or protocol.DEFAULT_NAMESPACE,
                                 self._options.client_name)
         channel = self._channel  # issue 15 hook: extension data only for a worker that agreed to it
