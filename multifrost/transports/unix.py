@@ -331,10 +331,8 @@ class UnixParentEnd(_UnixEnd, ParentEnd):
         return self._take()
 
     def recv_all(self) -> list[bytes]:
-        """``recv_nowait`` until None, taking what one look brought in at once (a sync caller's
-        pass reads here for each reply)."""
-        take, inbox = self._take, self._inbox
-        items: list[bytes] = []
+        """``recv_nowait`` until None, taking what one look brought in at once (a sync call reads here)."""
+        take, inbox, items = self._take, self._inbox, []
         while (item := take()) is not None:
             items.append(item)
             items.extend(inbox)
