@@ -120,7 +120,7 @@ class AsyncChannel(_Channel):
                 outputs: list = []
                 if not self.end.closed:
                     payloads = self.end.recv_all()
-                    self._route(payloads, [self._parse(payload) for payload in payloads], outputs)
+                    self._route(payloads, list(map(self._parse, payloads)), outputs)
                     self._check_drops(outputs)
                 self._hand_out(outputs)
                 again = self._again

@@ -57,13 +57,21 @@ class SyncChannel(_Channel):
     def submit(self, msg_id: str, payload: bytes, waiter_factory: Callable[[], Waiter] = Waiter) -> Waiter:
         """Register a request and send it (or leave it to the thread that holds the end); its waiter."""
         waiter = waiter_factory()
+        self._register(msg_id, waiter, False)
+        self._outbox.append((msg_id, waiter, payload))
+        self._flush()
+        return waiter
+
+    def _register(self, msg_id: str, waiter: Waiter, lead: bool) -> bool:
+        """Put ``waiter`` in the pending table; with ``lead``, also take the lead if it is free (True then)."""
         with self._lock:
             if self._failure is not None:
                 raise self._failure
             self._pending[msg_id] = waiter
-        self._outbox.append((msg_id, waiter, payload))
-        self._flush()
-        return waiter
+            if lead and not self._leading:
+                self._leading = True
+                return True
+            return False
 
     def _flush(self) -> None:
         """Send the outbox unless another thread holds the end: it sends the outbox before letting go."""
@@ -161,9 +169,15 @@ class SyncChannel(_Channel):
     def request(self, msg_id: str, payload: bytes, timeout: float | None, what: str) -> protocol.Message:
         """Send ``payload`` and wait for the reply carrying ``msg_id``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        waiter = self.submit(msg_id, payload)
+        waiter = Waiter()
+        lead = self._register(msg_id, waiter, True)  # one thread calling leads at once: it sends, then reads
+        self._outbox.append((msg_id, waiter, payload))
         try:
-            self._wait(waiter, deadline, what)
+            if lead:
+                self._run_lead(waiter, deadline, what)
+            else:
+                self._flush()
+                self._wait(waiter, deadline, what)
         finally:
             if not waiter.done:
                 self.forget(msg_id)
@@ -186,18 +200,13 @@ class SyncChannel(_Channel):
                 if lead:
                     self._leading = True
                 else:
-                    waiter.sleeping = True
+                    wake = waiter.sleep()
                     self._followers[waiter] = None
             if lead:
-                try:
-                    self._lead(waiter, deadline)
-                finally:
-                    self._step_down()
-                if not waiter.done:
-                    raise self._timed_out(waiter, what)
+                self._run_lead(waiter, deadline, what)
                 return
             remaining = _remaining(deadline)
-            if waiter.wake.acquire(timeout=-1 if remaining is None else max(remaining, 0)):
+            if wake.acquire(timeout=-1 if remaining is None else max(remaining, 0)):
                 if waiter.done:  # set before the wake-up was released: no lock needed to see it
                     return
                 continue  # promoted to lead
@@ -208,14 +217,25 @@ class SyncChannel(_Channel):
                     if not waiter.done:
                         raise self._timed_out(waiter, what)
                     return
-            waiter.wake.acquire()  # a wake-up raced the timeout: take it
+            wake.acquire()  # a wake-up raced the timeout: take it
+
+    def _run_lead(self, waiter: Waiter, deadline: float | None, what: str) -> None:
+        """With the lead taken: lead until our reply is in (else raise the timeout), then let go."""
+        try:
+            self._lead(waiter, deadline)
+        finally:
+            self._step_down()
+        if not waiter.done:
+            raise self._timed_out(waiter, what)
 
     def _lead(self, waiter: Waiter, deadline: float | None) -> None:
-        """Poll the end and hand out replies until ours is in or time is up."""
+        """Send what waits in the outbox, then poll the end and hand out replies until ours is in or time is up."""
+        if self._outbox:
+            self._flush()
         poll = self._poller.poll
         wake_fd = self._wake_fd
         while not waiter.done:
-            remaining = _remaining(deadline)
+            remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return
             if self._stalled:  # the high-water mark refused the outbox: try again soon
@@ -233,10 +253,11 @@ class SyncChannel(_Channel):
             if self._outbox:
                 self._send_outbox()
             payloads = self.end.recv_all()
-        self._flush()
+        if self._outbox:  # queued while this thread held the end
+            self._flush()
         if not payloads and self.end.drops == self._drops and not self._later:
             return
-        parsed = [self._parse(payload) for payload in payloads]  # decoded outside the lock
+        parsed = list(map(self._parse, payloads))  # decoded outside the lock
         outputs: list = []
         with self._lock:
             while self._later:  # issue 15: streams whose finalizers ran
@@ -254,19 +275,15 @@ class SyncChannel(_Channel):
             return True
 
     def _step_down(self) -> None:
+        """Let go of the lead: wake one sleeping follower so that it takes it."""
         with self._lock:
             self._leading = False
             if self._closed:
                 self._close_wake_locked()
-            else:
-                self._promote_locked()
-
-    def _promote_locked(self) -> None:
-        """Wake one sleeping follower so that it takes the lead."""
-        if self._followers:
-            follower, _ = self._followers.popitem()
-            follower.sleeping = False
-            follower.wake.release()
+            elif self._followers:
+                follower, _ = self._followers.popitem()
+                follower.sleeping = False
+                follower.wake.release()  # type: ignore[union-attr]  # a sleeping waiter has its lock
 
     def _resolve(self, waiter: Waiter, message: protocol.Message) -> None:
         waiter.message = message
@@ -281,7 +298,7 @@ class SyncChannel(_Channel):
         if waiter.sleeping:
             waiter.sleeping = False
             del self._followers[waiter]
-            waiter.wake.release()
+            waiter.wake.release()  # type: ignore[union-attr]  # a sleeping waiter has its lock
 
     # -- while no caller leads ----------------------------------------------------------------
 

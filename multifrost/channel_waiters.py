@@ -10,7 +10,11 @@ from . import protocol
 
 
 class Waiter:
-    """A sync caller's slot: the outcome, and a lock that is released to wake it."""
+    """A sync caller's slot: the outcome, and a lock that is released to wake it.
+
+    The lock is made (held) only when the caller first sleeps as a follower: a caller that
+    leads, as one calling thread always does, never needs it.
+    """
 
     __slots__ = ("message", "error", "done", "sleeping", "wake")
 
@@ -19,8 +23,16 @@ class Waiter:
         self.error: BaseException | None = None
         self.done = False
         self.sleeping = False
-        self.wake = threading.Lock()
-        self.wake.acquire()
+        self.wake: threading.Lock | None = None
+
+    def sleep(self) -> threading.Lock:
+        """Mark the caller as sleeping (under the channel's lock); the lock it then waits on."""
+        self.sleeping = True
+        wake = self.wake
+        if wake is None:
+            wake = self.wake = threading.Lock()
+            wake.acquire()
+        return wake
 
     def outcome(self) -> protocol.Message:
         if self.error is not None:

@@ -4,9 +4,12 @@ import uuid
 
 import pytest
 
+from helpers import wait_until
 from multifrost import protocol
 from multifrost.channel_sync import SyncChannel
+from multifrost.channel_waiters import Waiter
 from multifrost.codec import pack_message
+from multifrost.errors import CallTimeoutError, WorkerCrashedError
 from multifrost.transports import open_child_end, open_parent_end
 
 
@@ -90,3 +93,99 @@ def test_a_finalizers_message_is_sent_by_the_next_pass(ends):
     channel.post_soon("a-stream", payload)
     assert _receive(child, channel) == payload
     channel.close()
+
+
+class _Caller(threading.Thread):
+    """One blocking request in a thread of its own; ``outcome`` is its reply's result or the error it raised."""
+
+    def __init__(self, channel, name, timeout=10):
+        super().__init__()
+        self.channel, self.name, self.timeout = channel, name, timeout
+        self.msg_id, self.payload = _call(name)
+        self.outcome = None
+
+    def run(self):
+        try:
+            self.outcome = self.channel.request(self.msg_id, self.payload, self.timeout, self.name).result
+        except Exception as exc:
+            self.outcome = exc
+
+
+def _answer(child, payload_of, result):
+    """Answer the call that arrived as ``payload_of`` = (peer, payload) with ``result``."""
+    peer, payload = payload_of
+    child.send_blocking(peer, pack_message(protocol.response(protocol.decode(payload).id, result)))
+
+
+def _leader_and_follower(parent, child):
+    """A caller that leads (it registered while nobody led) and one that follows (sleeping on its lock)."""
+    channel = SyncChannel(parent, lambda message: None)
+    leader = _Caller(channel, "leader")
+    leader.start()
+    first = child.recv_blocking(10)
+    wait_until(lambda: channel._leading, "the first caller leads")
+    follower = _Caller(channel, "follower")
+    follower.start()
+    second = child.recv_blocking(10)  # a caller that finds the lead taken still sends at once
+    wait_until(lambda: follower.msg_id in channel._pending and channel._followers, "the second caller sleeps")
+    return channel, leader, first, follower, second
+
+
+def test_a_caller_that_finds_the_lead_taken_follows_and_takes_the_lead_when_the_leader_is_done(ends):
+    parent, child = ends
+    channel, leader, first, follower, second = _leader_and_follower(parent, child)
+    _answer(child, first, "a")
+    leader.join(10)
+    assert leader.outcome == "a" and follower.is_alive()
+    wait_until(lambda: channel._leading and not channel._followers, "the lead passed to the follower")
+    _answer(child, second, "b")  # read by the follower, now the leader
+    follower.join(10)
+    assert follower.outcome == "b" and not channel._leading and channel.in_flight == 0
+    channel.close()
+
+
+def test_the_leader_hands_a_followers_reply_to_it_while_it_keeps_waiting_for_its_own(ends):
+    parent, child = ends
+    channel, leader, first, follower, second = _leader_and_follower(parent, child)
+    _answer(child, second, "b")
+    follower.join(10)
+    assert follower.outcome == "b" and leader.is_alive()
+    _answer(child, first, "a")
+    leader.join(10)
+    assert leader.outcome == "a" and channel.in_flight == 0
+    channel.close()
+
+
+def test_a_failure_while_calls_wait_fails_the_leader_and_the_follower_at_once(ends):
+    parent, child = ends
+    channel, leader, _, follower, _ = _leader_and_follower(parent, child)
+    channel.fail_all(WorkerCrashedError("the worker died"))
+    leader.join(10)
+    follower.join(10)
+    assert isinstance(leader.outcome, WorkerCrashedError) and isinstance(follower.outcome, WorkerCrashedError)
+    assert not channel._leading
+    channel.close()
+
+
+def test_a_leader_whose_time_is_up_passes_the_lead_on_and_a_late_reply_is_dropped(ends):
+    parent, child = ends
+    channel = SyncChannel(parent, lambda message: None)
+    late = _Caller(channel, "late", timeout=0.05)
+    late.start()
+    first = child.recv_blocking(10)
+    late.join(10)
+    assert isinstance(late.outcome, CallTimeoutError) and channel.in_flight == 0 and not channel._leading
+    _answer(child, first, "too late")
+    again = _Caller(channel, "again")
+    again.start()
+    _answer(child, child.recv_blocking(10), "b")
+    again.join(10)
+    assert again.outcome == "b"
+    channel.close()
+
+
+def test_a_waiter_makes_its_wake_up_lock_only_when_it_first_sleeps():
+    waiter = Waiter()
+    assert waiter.wake is None
+    wake = waiter.sleep()
+    assert waiter.sleeping and wake.locked() and waiter.sleep() is wake

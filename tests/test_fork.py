@@ -79,3 +79,28 @@ def test_forks_from_several_threads_at_once_leave_no_signal_blocked():
     assert proc.returncode == 0, proc.stderr
     masks = json.loads(proc.stdout.strip().splitlines()[-1])
     assert masks == {"MainThread": [], "t0": [], "t1": [], "t2": []}, masks
+
+
+_IDS = """
+import os, uuid
+from multifrost import protocol
+ids = [protocol.new_id() for _ in range(1000)]
+assert len(set(ids)) == 1000
+assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(w, protocol.new_id().encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+child, mine = os.read(r, 64).decode(), protocol.new_id()
+print(child[:23] != mine[:23], uuid.UUID(child).version)
+"""
+
+
+def test_a_forked_process_draws_call_ids_of_its_own():
+    """Ids count up from a random UUID4 drawn per process: a fork draws again, so its ids are not its parent's."""
+    proc = subprocess.run([sys.executable, "-c", _IDS], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "4"]

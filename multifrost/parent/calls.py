@@ -8,7 +8,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .. import extensions, protocol, tracing, wire
+from .. import extensions, protocol, wire
 from ..codec import pack_message
 from ..errors import (CallTimeoutError, CircuitOpenError, MultifrostError, RemoteCallError, WorkerCrashedError,
                       WorkerStartError)
@@ -19,6 +19,7 @@ from ..process import ChildProcess
 from ..target import Target
 from ..timeouts import check_timeout
 from ..transports import DEFAULT_MAX_MESSAGE_SIZE
+from .circuit import CLOSED
 from .lifecycle import Lifecycle
 
 if TYPE_CHECKING:
@@ -41,21 +42,24 @@ class CallPath:
 
     def _prepare(self, function: str, args: Iterable[Any], timeout: Any, namespace: str | None,
                  window: int | None = None, traceparent: str | None = None) -> tuple[str, bytes, float | None, str]:
-        """Check the circuit and build the CALL; PayloadError here means nothing was sent."""
+        """Check the circuit and build the CALL; PayloadError here means nothing was sent.
+
+        ``traceparent``: the caller's span (the call path opens one only while tracing records)."""
         if not isinstance(function, str):
             raise TypeError(f"function name must be str, not {type(function).__name__}")
         timeout = self._options.default_timeout if timeout is UNSET else check_timeout(timeout)
-        with self._lock:
-            permit = self._core.permit(time.monotonic())
-        if permit is None:
-            raise CircuitOpenError(f"circuit breaker open for {self._target.describe()}: "
-                                   f"calls fail at once until the reset timeout passes or restart() is called")
+        permit = CLOSED  # a closed circuit's permit needs neither the lock nor the clock
+        if self._core.breaker.opened_at is not None:
+            with self._lock:
+                allowed = self._core.permit(time.monotonic())
+            if allowed is None:
+                raise CircuitOpenError(f"circuit breaker open for {self._target.describe()}: "
+                                       f"calls fail at once until the reset timeout passes or restart() is called")
+            permit = allowed
         message = protocol.call(function, list(args), namespace or protocol.DEFAULT_NAMESPACE,
                                 self._options.client_name)
         channel = self._channel  # issue 15 hook: extension data only for a worker that agreed to it
         if channel is not None and channel.extensions:
-            if traceparent is None and tracing.ENABLED and tracing.recording():
-                traceparent = tracing.current_traceparent()
             extras = extensions.call_extras(channel.extensions, None if window else timeout, traceparent, window)
             message["metadata"] = {extensions.CALL_KEY: extras}
         try:

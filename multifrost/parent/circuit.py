@@ -24,21 +24,21 @@ class CircuitBreaker:
         self.threshold = threshold
         self.reset_timeout = reset_timeout
         self.failures = 0  # failures in a row
-        self._opened_at: float | None = None
+        self.opened_at: float | None = None  # None while closed (the call path reads it without a lock)
         self._trial = False
 
     def state(self, now: float) -> str:
-        if self._opened_at is None:
+        if self.opened_at is None:
             return CLOSED
-        if self._trial or now - self._opened_at >= self.reset_timeout:
+        if self._trial or now - self.opened_at >= self.reset_timeout:
             return HALF_OPEN
         return OPEN
 
     def half_open_at(self) -> float | None:
         """When an open circuit turns half-open (None when it is not open)."""
-        if self._opened_at is None or self._trial:
+        if self.opened_at is None or self._trial:
             return None
-        return self._opened_at + self.reset_timeout
+        return self.opened_at + self.reset_timeout
 
     def allow(self, now: float) -> str | None:
         """Whether a call may go: ``"closed"``, ``"trial"`` (the half-open trial), or None (fail fast)."""
@@ -52,16 +52,16 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         """A call or heartbeat succeeded: the failure run ends; a trial closes the circuit."""
-        if self._opened_at is None or self._trial:
+        if self.opened_at is None or self._trial:
             self.failures = 0
-            self._opened_at = None
+            self.opened_at = None
             self._trial = False
 
     def record_failure(self, now: float) -> None:
         """A failure: count it; at the threshold, or when a trial fails, open the circuit."""
         self.failures += 1
         if self._trial or self.failures >= self.threshold:
-            self._opened_at = now
+            self.opened_at = now
             self._trial = False
 
     def end_trial(self) -> None:
@@ -71,11 +71,11 @@ class CircuitBreaker:
     def trip(self, now: float) -> None:
         """Open the circuit now."""
         self.failures = max(self.failures, self.threshold)
-        self._opened_at = now
+        self.opened_at = now
         self._trial = False
 
     def reset(self) -> None:
         """Close the circuit (a manual restart)."""
         self.failures = 0
-        self._opened_at = None
+        self.opened_at = None
         self._trial = False

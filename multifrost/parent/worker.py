@@ -168,15 +168,16 @@ class ParentWorker(CallPath):
     def call_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
                       namespace: str | None = None) -> Any:
         """Call ``function(*args)`` in the worker and return its result (sync API)."""
-        if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span; _prepare sends its traceparent
+        if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span, whose traceparent the CALL carries
             with tracing.client_call(function):
-                return self._call_function(function, args, timeout, namespace)
+                return self._call_function(function, args, timeout, namespace, tracing.current_traceparent())
         return self._call_function(function, args, timeout, namespace)
 
-    def _call_function(self, function: str, args: Iterable[Any], timeout: Any, namespace: str | None) -> Any:
+    def _call_function(self, function: str, args: Iterable[Any], timeout: Any, namespace: str | None,
+                       traceparent: str | None = None) -> Any:
         if self._mode != "sync":
             self._wrong_mode("call", "start()")
-        msg_id, payload, timeout, permit = self._prepare(function, args, timeout, namespace)
+        msg_id, payload, timeout, permit = self._prepare(function, args, timeout, namespace, traceparent=traceparent)
         started = time.perf_counter()
         self.metrics.call_started()
         driver = self._sync
@@ -262,15 +263,16 @@ class ParentWorker(CallPath):
     async def acall_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
                              namespace: str | None = None) -> Any:
         """Call ``function(*args)`` in the worker and return its result (async API)."""
-        if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span; _prepare sends its traceparent
+        if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span, whose traceparent the CALL carries
             with tracing.client_call(function):
-                return await self._acall_function(function, args, timeout, namespace)
+                return await self._acall_function(function, args, timeout, namespace, tracing.current_traceparent())
         return await self._acall_function(function, args, timeout, namespace)
 
-    async def _acall_function(self, function: str, args: Iterable[Any], timeout: Any, namespace: str | None) -> Any:
+    async def _acall_function(self, function: str, args: Iterable[Any], timeout: Any, namespace: str | None,
+                              traceparent: str | None = None) -> Any:
         if self._mode != "async":
             self._wrong_mode("acall", "astart()")
-        msg_id, payload, timeout, permit = self._prepare(function, args, timeout, namespace)
+        msg_id, payload, timeout, permit = self._prepare(function, args, timeout, namespace, traceparent=traceparent)
         started = time.perf_counter()
         self.metrics.call_started()
         driver = self._async

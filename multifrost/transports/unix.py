@@ -330,6 +330,15 @@ class UnixParentEnd(_UnixEnd, ParentEnd):
     def recv_nowait(self) -> bytes | None:
         return self._take()
 
+    def recv_all(self) -> list[bytes]:
+        """``recv_nowait`` until None, taking what one look brought in at once (a sync call reads here)."""
+        take, inbox, items = self._take, self._inbox, []
+        while (item := take()) is not None:
+            items.append(item)
+            items.extend(inbox)
+            inbox.clear()
+        return items
+
     def _arrived_on(self, conn: Connection):
         return self._inbox.append
 
