@@ -102,9 +102,6 @@ class ChildWorker:
             names.update(n for n, v in vars(cls).items() if not n.startswith("_") and callable(v))
         return sorted(n for n in names if callable(getattr(self, n, None)))
 
-    def _resolve(self, name: Any) -> tuple[Callable, bool]:
-        return resolve(self, ChildWorker, self._functions, name)
-
     @property
     def call_counts(self) -> dict[str, int]:
         """Calls not started (deadline passed, cancelled while queued) and calls cancelled while running."""
@@ -258,7 +255,7 @@ class ChildWorker:
             self._reply_error(peer, msg_id, f"Message 'args' must be an array, not {type(args).__name__}")
             return
         try:
-            fn, is_async = self._resolve(raw["function"])
+            fn, is_async = resolve(self, ChildWorker, self._functions, raw["function"])
         except Gone as exc:
             self._reply_error(peer, msg_id, str(exc))
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from typing import Callable
+from typing import Callable, Sequence
 
 from .held import HeldReplies
 from .transports import ChildEnd
@@ -118,12 +118,12 @@ class ChildIO:
             end.send_all(payload)
         return True
 
-    def after_pass(self) -> list[bytes]:
+    def after_pass(self) -> Sequence[bytes]:
         """On the loop, after a pass of the reader: retry held replies; returns early output
         that can go now (every parent heard from gets it)."""
         end = self.end
-        if end is None:
-            return []
+        if end is None or not (self._early or self.held):
+            return ()
         if self.held:
             with self.lock:
                 self.held.flush(end)
@@ -134,7 +134,7 @@ class ChildIO:
                 for payload in early:
                     end.send_all(payload)
             return early
-        return []
+        return ()
 
     def arm_retry(self) -> None:
         """On the loop: look at held replies again soon, in case no wake-up says there is room."""
