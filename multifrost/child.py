@@ -80,7 +80,7 @@ class ChildWorker:
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._loop_thread: int | None = None
         self._stopping: asyncio.Event = None  # type: ignore[assignment]
-        self._stop_asked = False  # stop() came before serve() had a loop
+        self._stop_asked = False  # stop() was called (before serve() had a loop, or while serving): refuse calls
         self._serving = threading.Event()
         self._watch_stop = threading.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -247,7 +247,7 @@ class ChildWorker:
         if msg_id is None:
             self._reply_error(peer, None, "Message missing 'id' field")
             return
-        if self._stopping.is_set():
+        if self._stop_asked:  # set by stop() at once, from any thread; _stopping follows on the loop
             self._reply_error(peer, msg_id, "Worker is shutting down")
             return
         args = message.args
