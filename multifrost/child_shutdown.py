@@ -28,6 +28,7 @@ async def abandon_in_flight(worker: ChildWorker) -> None:
         task.cancel()  # _run_async answers the caller
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
+        worker._tasks.difference_update(tasks)  # a call's task cancelled before it started never left by itself
     stuck = [(peer, msg_id) for future, (peer, msg_id) in list(worker._pool_calls.items()) if not future.done()]
     for peer, msg_id in stuck:
         worker._reply_error(peer, msg_id, f"Worker stopped before the call finished "

@@ -311,3 +311,34 @@ def test_quick_method_that_blocks_later_is_covered_by_the_watchdog(client, tmp_p
         flag.write_text("go")
         t.join()
     assert done["slow"] is True
+
+
+def test_an_async_calls_task_leaves_the_worker_by_itself_when_it_answers(api):
+    """``_run_async`` drops its own task from the worker's set (no done callback, so no extra loop turn)."""
+    child = MathWorker()
+    client = CLIENTS[api](ParentWorker.inprocess(child, transport="memory"))
+    client.start()
+    try:
+        for n in range(20):
+            assert client.call("aadd", n, 1) == n + 1
+        assert child._tasks == set()  # each task left before its reply was sent
+    finally:
+        client.close()
+
+
+def test_a_task_cancelled_before_it_started_is_forgotten_when_the_worker_stops():
+    """A call's task cancelled by the stop before its first step never ran its own cleanup; the stop forgets it."""
+    import asyncio
+    import threading
+
+    from multifrost.child_shutdown import abandon_in_flight
+
+    child = MathWorker()
+
+    async def main():
+        child._loop, child._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+        child._start_task(b"peer", "id", child.aadd, [1, 2])
+        (task,) = child._tasks
+        await abandon_in_flight(child)
+        assert task.cancelled() and child._tasks == set()
+    asyncio.run(main())
