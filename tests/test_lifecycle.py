@@ -296,7 +296,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.in_flight = {}  # generation -> calls sent on it and not resolved
         self.closed = False
         self.circuit = "closed"
-        self.auto_opens = 0  # automatic restarts since the worker was last up
+        self.auto_opens = 0  # automatic restarts since the worker was last up (or a trial call)
+        self.run_limit = 0  # how many this run may make: max_restart_attempts, or 1 for a trial call's
 
     @rule(auto=st.booleans(), attempts=st.integers(1, 4), relocatable=st.booleans(), spawned=st.booleans(),
           interval=st.sampled_from([0.0, 0.5, 2.0]))
@@ -306,6 +307,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                              heartbeat_timeout=0.4, heartbeat_max_misses=2, start_timeout=1.0,
                              circuit_reset_timeout=3.0, relocatable=relocatable)
         self.spawned = spawned
+        self.run_limit = attempts
         self.core = Lifecycle(self.config, self.now)
         self.apply(lc.Start())
 
@@ -323,7 +325,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert not self.closed, "opened after close"
                 if was == BACKOFF:
                     self.auto_opens += 1
-                    assert self.auto_opens <= self.config.options.max_restart_attempts
+                    assert self.auto_opens <= self.run_limit
             elif isinstance(action, lc.CircuitChanged):
                 assert (self.circuit, action.state) in LEGAL_CIRCUIT, (self.circuit, action.state)
                 self.circuit = action.state
@@ -346,7 +348,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.core is not None and self.core.state == STARTING)
     def answers(self):
         self.apply(lc.Started(self.core.live))
-        self.auto_opens = 0
+        self.auto_opens, self.run_limit = 0, self.config.options.max_restart_attempts
 
     @rule()
     @precondition(lambda self: self.core is not None and self.core.state == STARTING)
@@ -367,7 +369,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         if self.core.permit(self.now) == "trial":
             self.carry_out(self.core.call_failed("trial", crash, self.now))
             if self.core.state == DOWN:
-                self.apply(lc.TrialCall())
+                self.apply(lc.TrialCall())  # a run of its own, with one attempt
+                self.auto_opens, self.run_limit = 0, 1
 
     @rule()
     @precondition(live)
@@ -407,7 +410,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 self.core.handle(lc.RestartRequested(), self.now)
         else:
             self.apply(lc.RestartRequested())
-            self.auto_opens = 0
+            self.auto_opens, self.run_limit = 0, self.config.options.max_restart_attempts
 
     @rule()
     @precondition(lambda self: self.core is not None)
