@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import protocol
 from .channel_base import SEND_RETRY, OutputHandler, _Channel
-from .channel_waiters import Waiter
+from .channel_waiters import Followers, Waiter
 from .codec import Limits
 from .errors import CallTimeoutError, MultifrostError, TransportClosed
 from .transports import ParentEnd
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .streams import _StreamState
 
 log = logging.getLogger(__name__)
+_DRAIN = object()  # the lead's holder while the supervisor drains the end (no caller leads)
 
 
 class SyncChannel(_Channel):
@@ -43,9 +44,9 @@ class SyncChannel(_Channel):
         self._io = threading.Lock()
         self._outbox: deque = deque()  # (call id or None, waiter or None, payload) not sent yet, in order
         self._stalled = False  # the end refused the outbox's head (high-water mark): the leader retries
-        self._leading = False
+        self._leader: object | None = None  # the waiter of the caller that leads (or _DRAIN), None: nobody
         self._closed = False
-        self._followers: dict[Waiter, None] = {}  # sleeping followers, in arrival order
+        self._followers = Followers()
         self._wake: Wakeup | None = Wakeup()
         self._wake_fd = self._wake.fd
         self._poller = select.poll()
@@ -68,8 +69,8 @@ class SyncChannel(_Channel):
             if self._failure is not None:
                 raise self._failure
             self._pending[msg_id] = waiter
-            if lead and not self._leading:
-                self._leading = True
+            if lead and self._leader is None:
+                self._leader = waiter
                 return True
             return False
 
@@ -157,6 +158,7 @@ class SyncChannel(_Channel):
             try:
                 self._wait(waiter, deadline, what)
             finally:
+                self._let_go(waiter)
                 with self._lock:
                     if stream.waiter is waiter:
                         stream.waiter = None
@@ -170,15 +172,16 @@ class SyncChannel(_Channel):
         """Send ``payload`` and wait for the reply carrying ``msg_id``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = Waiter()
-        lead = self._register(msg_id, waiter, True)  # one thread calling leads at once: it sends, then reads
-        self._outbox.append((msg_id, waiter, payload))
         try:
+            lead = self._register(msg_id, waiter, True)  # one thread calling leads at once: it sends, then reads
+            self._outbox.append((msg_id, waiter, payload))
             if lead:
                 self._run_lead(waiter, deadline, what)
             else:
                 self._flush()
                 self._wait(waiter, deadline, what)
         finally:
+            self._let_go(waiter)
             if not waiter.done:
                 self.forget(msg_id)
         return waiter.outcome()
@@ -196,12 +199,11 @@ class SyncChannel(_Channel):
             with self._lock:
                 if waiter.done:
                     return
-                lead = not self._leading
+                lead = self._leader is None
                 if lead:
-                    self._leading = True
+                    self._leader = waiter
                 else:
-                    wake = waiter.sleep()
-                    self._followers[waiter] = None
+                    wake = self._followers.add(waiter)
             if lead:
                 self._run_lead(waiter, deadline, what)
                 return
@@ -211,9 +213,7 @@ class SyncChannel(_Channel):
                     return
                 continue  # promoted to lead
             with self._lock:
-                if waiter.sleeping:  # nobody woke us: time is up
-                    waiter.sleeping = False
-                    del self._followers[waiter]
+                if self._followers.leave(waiter):  # nobody woke us: time is up
                     if not waiter.done:
                         raise self._timed_out(waiter, what)
                     return
@@ -269,21 +269,32 @@ class SyncChannel(_Channel):
 
     def _take_lead(self) -> bool:
         with self._lock:
-            if self._leading:
+            if self._leader is not None:
                 return False
-            self._leading = True
+            self._leader = _DRAIN
             return True
+
+    def _let_go(self, waiter: Waiter) -> None:
+        """A caller is done, or an exception (a Ctrl-C) cut it short: it must not keep the lead,
+        nor a follower's place that the lead could be handed to."""
+        if self._leader is waiter:  # cut short before leading; only this thread can clear it: no lock to look
+            self._step_down()
+            return
+        wake = waiter.wake
+        if wake is None or waiter.done:  # it never slept as a follower, or its reply came
+            return
+        with self._lock:
+            if not self._followers.leave(waiter) and not wake.locked() and self._leader is None:
+                self._followers.wake_next()  # it was handed the lead as it left: pass it on
 
     def _step_down(self) -> None:
         """Let go of the lead: wake one sleeping follower so that it takes it."""
         with self._lock:
-            self._leading = False
+            self._leader = None
             if self._closed:
                 self._close_wake_locked()
-            elif self._followers:
-                follower, _ = self._followers.popitem()
-                follower.sleeping = False
-                follower.wake.release()  # type: ignore[union-attr]  # a sleeping waiter has its lock
+            else:
+                self._followers.wake_next()
 
     def _resolve(self, waiter: Waiter, message: protocol.Message) -> None:
         waiter.message = message
@@ -295,10 +306,7 @@ class SyncChannel(_Channel):
 
     def _finish_locked(self, waiter: Waiter) -> None:
         waiter.done = True
-        if waiter.sleeping:
-            waiter.sleeping = False
-            del self._followers[waiter]
-            waiter.wake.release()  # type: ignore[union-attr]  # a sleeping waiter has its lock
+        self._followers.wake(waiter)
 
     # -- while no caller leads ----------------------------------------------------------------
 
@@ -312,7 +320,7 @@ class SyncChannel(_Channel):
         for fd in fds:
             poller.register(fd, select.POLLIN)
         watch = (self.end.fileno(), self._wake_fd)
-        watch_end = not self._leading and self._wake is not None
+        watch_end = self._leader is None and self._wake is not None
         if watch_end:
             for fd in watch:
                 poller.register(fd, select.POLLIN)
@@ -368,7 +376,7 @@ class SyncChannel(_Channel):
         with self._lock:
             self._closed = True
             self.end.set_reader(None)
-            if self._leading:
+            if self._leader is not None:
                 return
             self._close_wake_locked()
 

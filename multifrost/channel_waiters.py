@@ -1,5 +1,6 @@
-"""What a sync caller waits on: its slot for the outcome, woken by releasing a lock; and the
-supervisor's variant, which also writes to a wake-up pipe (it waits on descriptors, not on the slot)."""
+"""What a sync caller waits on: its slot for the outcome, woken by releasing a lock; the followers
+asleep on theirs; and the supervisor's variant of the slot, which also writes to a wake-up pipe
+(it waits on descriptors, not on the slot)."""
 from __future__ import annotations
 
 import os
@@ -39,6 +40,44 @@ class Waiter:
             raise self.error
         return self.message  # type: ignore[return-value]  # done without an error: the reply is there
 
+
+
+class Followers:
+    """The sync callers asleep as followers until their reply is in or the lead is handed to
+    them; the channel's lock guards it."""
+
+    __slots__ = ("_asleep",)
+
+    def __init__(self) -> None:
+        self._asleep: dict[Waiter, None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._asleep)
+
+    def add(self, waiter: Waiter) -> threading.Lock:
+        """``waiter``'s caller goes to sleep; the lock it waits on."""
+        self._asleep[waiter] = None
+        return waiter.sleep()
+
+    def leave(self, waiter: Waiter) -> bool:
+        """Take ``waiter`` out without waking it (its wait ended by itself); False: it was not asleep."""
+        if not waiter.sleeping:
+            return False
+        waiter.sleeping = False
+        del self._asleep[waiter]
+        return True
+
+    def wake(self, waiter: Waiter) -> None:
+        """Wake ``waiter`` if it sleeps: its outcome is in."""
+        if self.leave(waiter):
+            waiter.wake.release()  # type: ignore[union-attr]  # a sleeping waiter has its lock
+
+    def wake_next(self) -> None:
+        """Wake one, if any, so that it takes the lead."""
+        if self._asleep:
+            follower, _ = self._asleep.popitem()
+            follower.sleeping = False
+            follower.wake.release()  # type: ignore[union-attr]
 
 class SignallingWaiter(Waiter):
     """A waiter for a thread that is not waiting on it (the sync supervisor's heartbeat): when

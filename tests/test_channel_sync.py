@@ -1,6 +1,7 @@
 """SyncChannel's outbox: a caller never sleeps on the end's lock, and what it leaves there is sent."""
 import threading
 import uuid
+from collections import deque
 
 import pytest
 
@@ -107,7 +108,7 @@ class _Caller(threading.Thread):
     def run(self):
         try:
             self.outcome = self.channel.request(self.msg_id, self.payload, self.timeout, self.name).result
-        except Exception as exc:
+        except BaseException as exc:  # a test's stand-in for a Ctrl-C too
             self.outcome = exc
 
 
@@ -123,7 +124,7 @@ def _leader_and_follower(parent, child):
     leader = _Caller(channel, "leader")
     leader.start()
     first = child.recv_blocking(10)
-    wait_until(lambda: channel._leading, "the first caller leads")
+    wait_until(lambda: channel._leader is not None, "the first caller leads")
     follower = _Caller(channel, "follower")
     follower.start()
     second = child.recv_blocking(10)  # a caller that finds the lead taken still sends at once
@@ -137,10 +138,10 @@ def test_a_caller_that_finds_the_lead_taken_follows_and_takes_the_lead_when_the_
     _answer(child, first, "a")
     leader.join(10)
     assert leader.outcome == "a" and follower.is_alive()
-    wait_until(lambda: channel._leading and not channel._followers, "the lead passed to the follower")
+    wait_until(lambda: channel._leader is not None and not channel._followers, "the lead passed to the follower")
     _answer(child, second, "b")  # read by the follower, now the leader
     follower.join(10)
-    assert follower.outcome == "b" and not channel._leading and channel.in_flight == 0
+    assert follower.outcome == "b" and channel._leader is None and channel.in_flight == 0
     channel.close()
 
 
@@ -163,7 +164,7 @@ def test_a_failure_while_calls_wait_fails_the_leader_and_the_follower_at_once(en
     leader.join(10)
     follower.join(10)
     assert isinstance(leader.outcome, WorkerCrashedError) and isinstance(follower.outcome, WorkerCrashedError)
-    assert not channel._leading
+    assert channel._leader is None
     channel.close()
 
 
@@ -174,7 +175,7 @@ def test_a_leader_whose_time_is_up_passes_the_lead_on_and_a_late_reply_is_droppe
     late.start()
     first = child.recv_blocking(10)
     late.join(10)
-    assert isinstance(late.outcome, CallTimeoutError) and channel.in_flight == 0 and not channel._leading
+    assert isinstance(late.outcome, CallTimeoutError) and channel.in_flight == 0 and channel._leader is None
     _answer(child, first, "too late")
     again = _Caller(channel, "again")
     again.start()
@@ -189,3 +190,88 @@ def test_a_waiter_makes_its_wake_up_lock_only_when_it_first_sleeps():
     assert waiter.wake is None
     wake = waiter.sleep()
     assert waiter.sleeping and wake.locked() and waiter.sleep() is wake
+
+
+class _Interrupt(BaseException):
+    """Stands for a Ctrl-C (KeyboardInterrupt) landing at a chosen point of a call."""
+
+
+class _InterruptingOutbox(deque):
+    def append(self, item):
+        raise _Interrupt()
+
+
+def _answering(child, count):
+    """A thread answering ``count`` calls with their function names."""
+    def answer():
+        for _ in range(count):
+            peer, payload = child.recv_blocking(10)
+            message = protocol.decode(payload)
+            child.send_blocking(peer, pack_message(protocol.response(message.id, message.raw["function"])))
+    thread = threading.Thread(target=answer)
+    thread.start()
+    return thread
+
+
+def test_a_ctrl_c_right_after_a_caller_took_the_lead_leaves_the_lead_free(ends, monkeypatch):
+    parent, child = ends
+    channel = SyncChannel(parent, lambda message: None)
+    msg_id, payload = _call("interrupted")
+    with monkeypatch.context() as patch:  # lands after _register took the lead, before leading began
+        patch.setattr(channel, "_outbox", _InterruptingOutbox())
+        with pytest.raises(_Interrupt):
+            channel.request(msg_id, payload, 5, "interrupted")
+    assert channel._leader is None and channel.in_flight == 0
+    answerer = _answering(child, 1)
+    msg_id, payload = _call("next")
+    assert channel.request(msg_id, payload, 5, "next").result == "next"  # it leads: nobody else would read
+    answerer.join(10)
+    channel.close()
+
+
+def test_a_ctrl_c_right_after_a_follower_was_handed_the_lead_leaves_the_lead_free(ends, monkeypatch):
+    parent, child = ends
+    channel, leader, first, follower, second = _leader_and_follower(parent, child)
+    run_lead = channel._run_lead
+
+    def interrupted(waiter, deadline, what):  # the follower, promoted, is stopped before it leads
+        if what == "follower":
+            raise _Interrupt()
+        return run_lead(waiter, deadline, what)
+    monkeypatch.setattr(channel, "_run_lead", interrupted)
+    _answer(child, first, "a")  # the leader is done and hands the lead to the follower
+    leader.join(10)
+    follower.join(10)
+    assert leader.outcome == "a" and isinstance(follower.outcome, _Interrupt)
+    assert channel._leader is None and channel.in_flight == 0
+    answerer = _answering(child, 1)
+    msg_id, payload = _call("next")
+    assert channel.request(msg_id, payload, 5, "next").result == "next"
+    answerer.join(10)
+    channel.close()
+
+
+def test_a_ctrl_c_while_a_follower_sleeps_gives_up_its_place(ends, monkeypatch):
+    parent, child = ends
+    sleep = Waiter.sleep
+
+    class Cut:  # the follower's wake-up lock, as a Ctrl-C interrupts its wait
+        def __init__(self, lock):
+            self.lock = lock
+
+        def acquire(self, timeout=-1):
+            raise _Interrupt()
+    monkeypatch.setattr(Waiter, "sleep", lambda self: Cut(sleep(self)))
+    channel = SyncChannel(parent, lambda message: None)
+    leader = _Caller(channel, "leader")
+    leader.start()
+    first = child.recv_blocking(10)
+    follower = _Caller(channel, "follower")
+    follower.start()
+    follower.join(10)
+    assert isinstance(follower.outcome, _Interrupt)
+    assert not channel._followers  # the lead will never be handed to a caller that left
+    _answer(child, first, "a")
+    leader.join(10)
+    assert leader.outcome == "a" and channel._leader is None and channel.in_flight == 0
+    channel.close()
