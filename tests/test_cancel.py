@@ -125,10 +125,13 @@ def test_a_call_cancelled_while_queued_never_runs(one_thread_worker, tmp_path):
         while "started_at" not in await w.acall.astatus(str(release)):  # it holds the only pool thread
             await asyncio.sleep(0.005)
         queued = asyncio.ensure_future(w.acall.mark(name))
-        await asyncio.sleep(0.1)  # let the CALL reach the worker's queue (cancelling it earlier is fine too)
+        await asyncio.sleep(0.1)  # let the CALL reach the worker's queue
         queued.cancel()
         with pytest.raises(asyncio.CancelledError):
             await queued
+        until = time.monotonic() + LIVENESS  # the CANCEL was sent; wait until the worker took it: else
+        while not (await w.acall.acounts()).get("cancelled") and time.monotonic() < until:  # the freed pool
+            await asyncio.sleep(0.005)  # thread could start the call before the loop reads the CANCEL
         release.write_text("go")
         assert await blocker is True
         return await w.acall.status(name), await w.acall.counts()

@@ -136,6 +136,10 @@ class StreamWorker(ChildWorker):
     def counts(self):
         return self.call_counts
 
+    async def acounts(self):
+        """``counts`` on the event loop: answers even while every pool thread is busy."""
+        return self.call_counts
+
     def now(self):
         return time.monotonic()
 
