@@ -280,12 +280,11 @@ class SyncChannel(_Channel):
         if self._leader is waiter:  # cut short before leading; only this thread can clear it: no lock to look
             self._step_down()
             return
-        wake = waiter.wake
-        if wake is None or waiter.done:  # it never slept as a follower, or its reply came
+        if waiter.wake is None or waiter.done:  # it never slept as a follower, or its reply came
             return
-        with self._lock:
-            if not self._followers.leave(waiter) and not wake.locked() and self._leader is None:
-                self._followers.wake_next()  # it was handed the lead as it left: pass it on
+        with self._lock:  # out of the followers; if nobody leads, it may have been handed the lead as it left
+            if not self._followers.leave(waiter) and self._leader is None:
+                self._followers.wake_next()  # so pass it on (at worst a follower wakes and leads at once)
 
     def _step_down(self) -> None:
         """Let go of the lead: wake one sleeping follower so that it takes it."""
