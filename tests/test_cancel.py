@@ -11,6 +11,7 @@ from stream_workers import LIVENESS, SCRIPT, async_client, poll, sync_worker, ta
 from multifrost import CallTimeoutError, ParentWorker, current_call, extensions, protocol
 from multifrost.codec import pack_message
 
+CLOCK_SLACK = 0.01  # seconds: asyncio may wake a timer up to its clock's resolution early
 REACHED = 0.25  # seconds: generous test bound for "the worker sees the cancel within 10 ms" (bench measures it)
 
 
@@ -150,7 +151,8 @@ def test_a_call_whose_deadline_passed_while_queued_never_runs(one_thread_worker,
             await asyncio.sleep(0.005)
         with pytest.raises(CallTimeoutError):
             await w.acall.mark(name, timeout=0.2)
-        await asyncio.sleep(0.2)  # the worker got the call after we sent it: let its own deadline pass too
+        await w.acall.acounts()  # answered on the loop, so after the worker took the CALL (one connection, in order):
+        await asyncio.sleep(0.2 + CLOCK_SLACK)  # its own deadline, 0.2 s from taking it, has passed once this returns
         release.write_text("go")
         assert await blocker is True
         return await w.acall.status(name), await w.acall.counts()
@@ -187,7 +189,8 @@ def test_a_call_whose_deadline_passed_while_queued_never_runs_sync(monkeypatch, 
             poll(lambda: w.call.astatus(str(release)), lambda status: "started_at" in status)  # it holds the pool
             with pytest.raises(CallTimeoutError):
                 w.call.mark(name, timeout=0.2)
-            time.sleep(0.2)  # the worker's own deadline passes too
+            w.call.acounts()  # answered after the worker took the CALL: its own deadline passes 0.2 s later at most
+            time.sleep(0.2 + CLOCK_SLACK)
         finally:
             release.write_text("go")
             blocker.join(LIVENESS)
