@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import msgpack
@@ -120,13 +119,18 @@ def shutdown() -> dict:
     return {"app": APP_ID, "id": new_id(), "type": SHUTDOWN, "timestamp": _time()}
 
 
-@dataclass(slots=True)
 class Message:
-    """An inbound message that passed validation; ``raw`` keeps every field as received."""
+    """An inbound message that passed validation; ``raw`` keeps every field as received.
 
-    type: str
-    id: str | None
-    raw: dict
+    A plain class, not a dataclass: a worker's start-up need not load ``dataclasses``."""
+
+    __slots__ = ("type", "id", "raw")
+
+    def __init__(self, type: str, id: str | None, raw: dict) -> None:
+        self.type, self.id, self.raw = type, id, raw
+
+    def __repr__(self) -> str:
+        return f"Message(type={self.type!r}, id={self.id!r}, raw={self.raw!r})"
 
     @property
     def metadata(self) -> dict | None:

@@ -31,9 +31,8 @@ Only this package imports ``zmq``, and only when a ZeroMQ scheme is opened.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .base import ChildEnd, ParentEnd
 
@@ -48,9 +47,9 @@ _MAX_IPC_PATH = 107
 _SCHEMES = ("tcp", "ipc", "inproc", "memory", "unix")
 
 
-@dataclass(frozen=True)
-class Curve:
-    """CURVE keys of one end, Z85-encoded (40 bytes each)."""
+class Curve(NamedTuple):
+    """CURVE keys of one end, Z85-encoded (40 bytes each). (NamedTuples here, not dataclasses:
+    a worker's start-up need not load ``dataclasses``.)"""
 
     public_key: bytes
     secret_key: bytes
@@ -64,8 +63,7 @@ def curve_keys() -> ModuleType:
     return curve
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """A parsed transport URL: ``scheme`` plus ``host``/``port`` (tcp) or ``name`` (ipc path, inproc/memory name)."""
 
     scheme: str

@@ -36,15 +36,18 @@ close, ``send_nowait``/``recv_nowait``/``fileno`` raise TransportClosed.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import select
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from ..errors import TransportClosed, TransportError
+
+if TYPE_CHECKING:
+    import asyncio
 
 R = TypeVar("R")  # what one readiness attempt yields (a payload, a (peer, payload), True for a send)
 
@@ -192,6 +195,8 @@ class _End(ABC):
 
     async def _await_ready(self, attempt: Callable[[], R | None], timeout: float | None) -> R:
         """Run ``attempt`` until it returns a value, waiting on fileno() in the running loop."""
+        import asyncio  # here, not at the top: a worker that never awaits need not load asyncio
+
         self._check_open()
         result = attempt()
         if result is not None:
@@ -271,8 +276,12 @@ def _until_none(recv: Callable[[], R | None]) -> list[R]:
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any (none can run before asyncio is loaded)."""
+    loaded = sys.modules.get("asyncio")
+    if loaded is None:
+        return None
     try:
-        return asyncio.get_running_loop()
+        return loaded.get_running_loop()
     except RuntimeError:
         return None
 
