@@ -1,0 +1,52 @@
+"""Spawn -> first result (issue 14): a raw pyzmq child against multifrost sync workers over
+unix and tcp, started in rotation; medians, and each one's distance to raw in the same run.
+
+``python -m bench.spawn [--rounds N] [--compile]``. ``--compile`` byte-compiles multifrost
+first, as installing it does: with PYTHONDONTWRITEBYTECODE set and no ``__pycache__`` (a
+source checkout), every child compiles multifrost's modules from source, which costs a
+spawn about 40 ms on the 2-core machine and says nothing about an installed package.
+"""
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import statistics
+
+from bench.libraries import MultifrostSync, Raw
+
+
+def measure(rounds: int) -> dict[str, list[float]]:
+    """Seconds from start to first result of each subject, ``rounds`` times in rotation."""
+    subjects = [Raw(), MultifrostSync("unix"), MultifrostSync("tcp")]
+    times: dict[str, list[float]] = {s.name: [] for s in subjects}
+    for _ in range(rounds):
+        for subject in subjects:
+            times[subject.name].append(subject.start())
+            subject.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="byte-compile multifrost first")
+    parser.add_argument("--json", action="store_true", help="print the samples as JSON")
+    args = parser.parse_args()
+    if args.compile:
+        import multifrost
+        compileall.compile_dir(os.path.dirname(multifrost.__file__), quiet=1)
+    times = measure(args.rounds)
+    if args.json:
+        print(json.dumps(times))
+        return
+    raw = statistics.median(next(iter(times.values())))
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:26s} median {median * 1000:6.1f} ms  min {min(values) * 1000:6.1f} ms  "
+              f"raw {(median - raw) * 1000:+6.1f} ms  {median / raw:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
