@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import select
-import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -195,7 +194,7 @@ class _End(ABC):
 
     async def _await_ready(self, attempt: Callable[[], R | None], timeout: float | None) -> R:
         """Run ``attempt`` until it returns a value, waiting on fileno() in the running loop."""
-        import asyncio  # here, not at the top: a worker that never awaits need not load asyncio
+        import asyncio  # here only: a worker served without asyncio never loads it
 
         self._check_open()
         result = attempt()
@@ -276,12 +275,10 @@ def _until_none(recv: Callable[[], R | None]) -> list[R]:
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running in this thread, if any (none can run before asyncio is loaded)."""
-    loaded = sys.modules.get("asyncio")
-    if loaded is None:
-        return None
+    import asyncio  # an end with async waiters only: asyncio is loaded
+
     try:
-        return loaded.get_running_loop()
+        return asyncio.get_running_loop()
     except RuntimeError:
         return None
 
