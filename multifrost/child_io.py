@@ -9,14 +9,16 @@ is then scheduled on the loop, or woken through ``wakeup`` from another thread.
 """
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import deque
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .held import HeldReplies
 from .transports import ChildEnd
 from .transports.base import Wakeup
+
+if TYPE_CHECKING:
+    from .child_loop import ChildLoop, TimerHandle
 
 HELD_RETRY = 0.1  # seconds: held replies are retried on every pass of the reader, and at least this often
 EARLY_OUTPUT = 1000  # output lines kept while no parent has been heard from
@@ -32,13 +34,13 @@ class ChildIO:
         self.reading = False  # the loop is in a pass of the reader: it will look again anyway
         self.wakeup: Wakeup | None = None  # rung by other threads for the reader
         self._early: deque[bytes] = deque(maxlen=EARLY_OUTPUT)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: ChildLoop | None = None
         self._loop_thread: int | None = None
         self._reader: Callable[[], None] = _nothing
         self._pass_due = False
-        self._retry: asyncio.TimerHandle | None = None
+        self._retry: TimerHandle | None = None
 
-    def attach(self, end: ChildEnd, loop: asyncio.AbstractEventLoop, reader: Callable[[], None]) -> None:
+    def attach(self, end: ChildEnd, loop: ChildLoop, reader: Callable[[], None]) -> None:
         """Serve ``end`` on ``loop`` (its thread calls this); ``reader`` is the reader's pass."""
         self._loop, self._loop_thread, self._reader = loop, threading.get_ident(), reader
         self.wakeup = Wakeup()

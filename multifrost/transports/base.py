@@ -36,15 +36,17 @@ close, ``send_nowait``/``recv_nowait``/``fileno`` raise TransportClosed.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import select
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from ..errors import TransportClosed, TransportError
+
+if TYPE_CHECKING:
+    import asyncio
 
 R = TypeVar("R")  # what one readiness attempt yields (a payload, a (peer, payload), True for a send)
 
@@ -192,6 +194,8 @@ class _End(ABC):
 
     async def _await_ready(self, attempt: Callable[[], R | None], timeout: float | None) -> R:
         """Run ``attempt`` until it returns a value, waiting on fileno() in the running loop."""
+        import asyncio  # here only: a worker served without asyncio never loads it
+
         self._check_open()
         result = attempt()
         if result is not None:
@@ -271,6 +275,8 @@ def _until_none(recv: Callable[[], R | None]) -> list[R]:
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
+    import asyncio  # an end with async waiters only: asyncio is loaded
+
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
