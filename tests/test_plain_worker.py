@@ -210,3 +210,13 @@ def test_only_a_worker_with_async_methods_needs_asyncio():
         return 1
     worker.extra = set_on_the_instance
     assert worker._needs_asyncio()
+
+
+def test_a_credit_for_a_plain_generator_is_taken_without_an_error():
+    """A plain generator's run has no asyncio event to set (it once raised AttributeError here,
+    and the worker dropped every CREDIT message with a warning after applying it)."""
+    from multifrost.child_streams import StreamRun
+
+    run = StreamRun(_Plain(), b"peer", "id", None, 1, None)
+    run.grant(2)
+    assert run._allowed == 3
