@@ -201,7 +201,6 @@ class ChildWorker:
         else:
             loop.call_soon_threadsafe(stopping.set)
 
-
     # -- receiving: the one path from a readable socket to a dispatched call -------------------
 
     def _on_wakeup(self) -> None:
