@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -174,6 +175,30 @@ def test_a_plain_service_holds_replies_for_a_client_that_does_not_read(registry_
         ctx.term()
         service.terminate()
         assert service.wait(LIVENESS) == 0
+
+
+def test_run_in_a_thread_serves_a_plain_service_until_stop_is_called():
+    """No signals off the main thread: stop() from another thread ends run() (a PollLoop there)."""
+    from plain_worker import PlainWorker
+
+    worker, errors = PlainWorker("plain-in-a-thread"), []
+
+    def run():
+        try:
+            worker.run()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+    thread = threading.Thread(target=run, name="test-plain-service")
+    thread.start()
+    try:
+        with ParentWorker.connect("plain-in-a-thread", timeout=LIVENESS, default_timeout=LIVENESS) as client:
+            assert client.call.served_by()[0] == "PollLoop"
+            assert client.call.add(2, 3) == 5
+    finally:
+        worker.stop()
+        thread.join(LIVENESS)
+    assert not thread.is_alive(), "stop() did not end run() in its thread"
+    assert errors == []
 
 
 class _Plain(ChildWorker):
