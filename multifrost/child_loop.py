@@ -138,7 +138,8 @@ class PollLoop:
             self._step(self._wait(deadline))
 
     def _wait(self, deadline: float | None) -> float | None:
-        """Seconds ``poll`` may block: none when callbacks are ready, else until the next timer or the deadline."""
+        """Seconds ``poll`` may block: 0 when callbacks are ready, else until the next timer or the
+        deadline (None: until a descriptor is readable)."""
         if self._ready:
             return 0.0
         due = self._timers[0][0] if self._timers else None
