@@ -1,6 +1,9 @@
 """CPU per call of the child and the parent (from /proc), for sequential and pipelined calls.
 
-    python bench/child_cpu.py [--transport unix] [--calls 20000] [--mode sync|async|pipe]
+    python bench/child_cpu.py [--transport unix] [--calls 20000] [--mode sync|async|pipe] [--plain]
+
+``--plain`` serves bench/_plain_worker.py (plain methods only: a PollLoop, no asyncio) instead of
+bench/_add_worker.py (which has an async method, so it is served on asyncio).
 
 Wall time on a shared machine is noisy; CPU time per call is not: this is the number to
 compare when changing the child's path. Prints µs of CPU per call for each side and µs of wall.
@@ -19,6 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from multifrost import ParentWorker  # noqa: E402
 
 WORKER = os.path.join(HERE, "_add_worker.py")
+PLAIN_WORKER = os.path.join(HERE, "_plain_worker.py")
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -29,8 +33,8 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _sync(transport: str, calls: int, method: str) -> tuple[float, float, float]:
-    with ParentWorker.spawn(WORKER, transport=transport) as worker:
+def _sync(transport: str, calls: int, method: str, script: str) -> tuple[float, float, float]:
+    with ParentWorker.spawn(script, transport=transport) as worker:
         call = getattr(worker.call, method)
         for _ in range(500):
             call(1, 2)
@@ -42,8 +46,8 @@ def _sync(transport: str, calls: int, method: str) -> tuple[float, float, float]
         return _per_call(before, (cpu_of(pid), time.process_time(), time.perf_counter()), calls)
 
 
-async def _async(transport: str, calls: int, method: str, window: int) -> tuple[float, float, float]:
-    async with ParentWorker.spawn(WORKER, transport=transport) as worker:
+async def _async(transport: str, calls: int, method: str, window: int, script: str) -> tuple[float, float, float]:
+    async with ParentWorker.spawn(script, transport=transport) as worker:
         call = getattr(worker.acall, method)
 
         async def caller(n: int) -> None:
@@ -63,11 +67,12 @@ def _per_call(before: tuple, after: tuple, calls: int) -> tuple[float, float, fl
     return child, parent, wall
 
 
-def measure(transport: str, calls: int, mode: str, method: str = "add") -> tuple[float, float, float]:
+def measure(transport: str, calls: int, mode: str, method: str = "add",
+            script: str = WORKER) -> tuple[float, float, float]:
     """(child µs CPU, parent µs CPU, wall µs) per call: ``mode`` sync, async (one at a time) or pipe (256)."""
     if mode == "sync":
-        return _sync(transport, calls, method)
-    return asyncio.run(_async(transport, calls, method, 1 if mode == "async" else 256))
+        return _sync(transport, calls, method, script)
+    return asyncio.run(_async(transport, calls, method, 1 if mode == "async" else 256, script))
 
 
 def main() -> None:
@@ -76,9 +81,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--mode", default="sync", choices=("sync", "async", "pipe"))
     parser.add_argument("--method", default="add")
+    parser.add_argument("--plain", action="store_true", help="serve the plain-only worker (no asyncio)")
     opts = parser.parse_args()
-    child, parent, wall = measure(opts.transport, opts.calls, opts.mode, opts.method)
-    print(f"{opts.transport} {opts.mode} {opts.method}: child {child:.1f} µs CPU/call, parent {parent:.1f}, wall {wall:.1f}")
+    child, parent, wall = measure(opts.transport, opts.calls, opts.mode, opts.method,
+                                  PLAIN_WORKER if opts.plain else WORKER)
+    print(f"{opts.transport} {opts.mode} {opts.method}{' (plain worker)' if opts.plain else ''}: child {child:.1f} µs CPU/call, parent {parent:.1f}, wall {wall:.1f}")
 
 
 if __name__ == "__main__":

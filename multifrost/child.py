@@ -1,31 +1,32 @@
 """ChildWorker: the worker side. Subclass it, define methods, call ``run()``.
 
-The child serves one ChildEnd (ROUTER semantics) on an asyncio loop. One path leads from a
-readable socket to a dispatched call, whatever then runs the method: the reader
-(``_serve_ready``) takes one message at a time and ``_dispatch`` routes it; a CALL goes to
-``_on_call``, which picks the runner: an ``async def`` method runs as a task, a plain method
-that was quick last time runs inline on the loop (saving the two thread hops a pool costs
-on every call), any other on a bounded thread pool. A watchdog thread keeps the worker
-responsive when an inline method blocks: once the loop has been busy in one method for
-``TAKEOVER`` seconds, the watchdog runs the same reader until the method returns (further
-plain calls then go to the pool, async ones to the loop). Sends go through ``child_io``.
+The child serves one ChildEnd (ROUTER semantics) on a loop: asyncio's when the worker has an
+``async def`` or async generator method, else ``child_loop.PollLoop`` (then asyncio, most of a
+worker's start-up, is never imported). One path leads from a readable socket to a dispatched
+call, whatever then runs the method: the reader (``_serve_ready``) takes one message at a
+time and ``_dispatch`` routes it; a CALL goes to ``_on_call``, which picks the runner: an
+``async def`` method runs as a task, a plain method that was quick last time runs inline on
+the loop (saving the two thread hops a pool costs on every call), any other on a bounded
+thread pool. The watchdog (``child_watchdog``) keeps the worker responsive when an inline
+method blocks: it runs the same reader until the method returns (further plain calls then go
+to the pool, async ones to the loop). Sends go through ``child_io``.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import select
 import threading
 from time import monotonic
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import protocol, wire
 from .child_ext import TAKEN, WorkerExtensions
 from .child_io import ChildIO
-from .child_shutdown import abandon_in_flight, finish_in_flight
-from .child_methods import Gone, awaitable, error_payload, resolve, result_payload
+from .child_shutdown import abandon_in_flight, answer_stuck, finish_in_flight, finish_in_flight_on
+from .child_loop import PollLoop
+from .child_methods import Gone, awaitable, error_payload, needs_asyncio, resolve, result_payload
+from .child_watchdog import TAKEOVER, watch
 from .codec import Limits, pack_message
 from .errors import ProtocolError
 from .extensions import announce
@@ -34,9 +35,12 @@ from .logs import bind
 from .transports import ChildEnd
 from .wire import DEBUG, wire_debug
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import asyncio
 
-TAKEOVER = 0.01  # seconds a plain method may hold the loop before the watchdog serves the socket
+    from .child_loop import ChildLoop
+
+log = logging.getLogger(__name__)
 
 
 class ChildWorker:
@@ -76,10 +80,10 @@ class ChildWorker:
         self._io = ChildIO(max_held_bytes)
         self._io_send = self._io.send
         self._held: HeldReplies = self._io.held  # replies to peers that are not reading
-        # serve() sets these three; stop() alone may see them None (before the first serve())
-        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        # serving sets these; stop() alone may see them None (before the first serve())
+        self._loop: ChildLoop = None  # type: ignore[assignment]
         self._loop_thread: int | None = None
-        self._stopping: asyncio.Event = None  # type: ignore[assignment]
+        self._stopping: asyncio.Event | threading.Event = None  # type: ignore[assignment]
         self._stop_asked = False  # stop() was called (before serve() had a loop, or while serving): refuse calls
         self._serving = threading.Event()
         self._watch_stop = threading.Event()
@@ -114,40 +118,76 @@ class ChildWorker:
         from .runner import run_worker
         run_worker(self)
 
+    def _needs_asyncio(self) -> bool:
+        """Whether serving needs asyncio: the class (or the instance) defines an ``async def`` or
+        async generator method, public or private. ``run()`` serves any other worker on a
+        PollLoop, without importing asyncio."""
+        return needs_asyncio(self, ChildWorker)
+
     async def serve(self, end: ChildEnd) -> None:
-        """Serve ``end`` on the running loop until ``stop()`` or a SHUTDOWN message."""
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        """Serve ``end`` on the running asyncio loop until ``stop()`` or a SHUTDOWN message."""
+        import asyncio
+
+        stopping = asyncio.Event()
+        watchdog = self._open(end, asyncio.get_running_loop(), stopping)
+        try:
+            self._on_readable()
+            await stopping.wait()
+            await finish_in_flight(self)
+        finally:
+            self._close(end, watchdog)
+            await abandon_in_flight(self)
+            self._closed()
+
+    def serve_on(self, loop: PollLoop, end: ChildEnd) -> None:
+        """``serve`` on a ``child_loop.PollLoop`` that this thread runs: for a worker without
+        async methods (``_needs_asyncio()`` is False), which then never imports asyncio."""
+        stopping = threading.Event()
+        watchdog = self._open(end, loop, stopping)
+        try:
+            self._on_readable()
+            loop.run_until(stopping.is_set)
+            finish_in_flight_on(self, loop)
+        finally:
+            self._close(end, watchdog)
+            answer_stuck(self)
+            self._closed()
+
+    def _open(self, end: ChildEnd, loop: ChildLoop, stopping: asyncio.Event | threading.Event) -> threading.Thread:
+        """Start serving ``end`` on ``loop`` (its thread calls this): the pool, the readers, the watchdog."""
+        self._loop, self._loop_thread = loop, threading.get_ident()
         self._wire = bind(wire.log, worker_id=type(self).__name__, service_id=self.service_id, pid=os.getpid())
-        self._stopping = asyncio.Event()
+        self._stopping = stopping
         if self._stop_asked:
-            self._stopping.set()
+            stopping.set()
         self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="multifrost-call")
         self._serving.set()
         self._watch_stop.clear()
-        self._io.attach(end, self._loop, self._on_readable)
+        self._io.attach(end, loop, self._on_readable)
         wakeup = self._io.wakeup
         assert wakeup is not None  # attach made it
-        watchdog = threading.Thread(target=self._watch, args=(end.fileno(), wakeup.fd), name="multifrost-watchdog",
+        watchdog = threading.Thread(target=watch, args=(self, end.fileno(), wakeup.fd), name="multifrost-watchdog",
                                     daemon=True)
         watchdog.start()
-        fds = (end.fileno(), wakeup.fd)
-        self._loop.add_reader(end.fileno(), self._on_readable)
-        self._loop.add_reader(wakeup.fd, self._on_wakeup)
-        try:
-            self._on_readable()
-            await self._stopping.wait()
-            await finish_in_flight(self)
-        finally:
-            for fd in fds:
-                self._loop.remove_reader(fd)
-            self._serving.clear()
-            self._watch_stop.set()
-            watchdog.join()
-            await abandon_in_flight(self)
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._io.detach()
-            self._stop_asked = False
+        loop.add_reader(end.fileno(), self._on_readable)
+        loop.add_reader(wakeup.fd, self._on_wakeup)
+        return watchdog
+
+    def _close(self, end: ChildEnd, watchdog: threading.Thread) -> None:
+        """Stop reading: the readers off the loop, the watchdog ended (calls in flight go on)."""
+        wakeup = self._io.wakeup
+        assert wakeup is not None  # detached only by _closed
+        for fd in (end.fileno(), wakeup.fd):
+            self._loop.remove_reader(fd)
+        self._serving.clear()
+        self._watch_stop.set()
+        watchdog.join()
+
+    def _closed(self) -> None:
+        """Serving has ended (calls in flight answered or abandoned): let the pool and the end go."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._io.detach()
+        self._stop_asked = False
 
     def stop(self) -> None:
         """Ask a serving worker to stop taking calls and return from ``serve``; thread-safe
@@ -160,22 +200,6 @@ class ChildWorker:
             stopping.set()
         else:
             loop.call_soon_threadsafe(stopping.set)
-
-    def _watch(self, end_fd: int, wakeup_fd: int) -> None:
-        """Watchdog thread: run the reader while an inline method holds the loop."""
-        poller = select.poll()
-        poller.register(end_fd, select.POLLIN)
-        poller.register(wakeup_fd, select.POLLIN)
-        while self._serving.is_set():
-            since = self._inline_since
-            if since is None or monotonic() - since < TAKEOVER:
-                if self._watch_stop.wait(TAKEOVER):
-                    return
-                continue
-            self._serve_ready()
-            if any(fd == wakeup_fd for fd, _ in poller.poll(TAKEOVER * 1000)):
-                self._io.clear_wakeup()  # then read at once: the loop may be free again, and the
-                self._serve_ready()  # loop's own pass for this wake-up may have run already
 
     # -- receiving: the one path from a readable socket to a dispatched call -------------------
 
@@ -271,9 +295,13 @@ class ChildWorker:
         elif fn in self._quick and self._inline_since is None and threading.get_ident() == self._loop_thread:
             self._run_inline(peer, msg_id, fn, args, context)
         else:
-            future = self._pool.submit(self._run_in_pool, peer, msg_id, fn, args, context)
-            self._pool_calls[future] = (peer, msg_id)
-            future.add_done_callback(self._pool_calls.pop)
+            self._submit(peer, msg_id, fn, args, context)
+
+    def _submit(self, peer: bytes, msg_id: str, fn: Callable, args: list, context=None) -> None:
+        """Run a call on the pool (a call in flight until it answers)."""
+        future = self._pool.submit(self._run_in_pool, peer, msg_id, fn, args, context)
+        self._pool_calls[future] = (peer, msg_id)
+        future.add_done_callback(self._pool_calls.pop)
 
     # -- answering -------------------------------------------------------------------------
 
@@ -302,23 +330,38 @@ class ChildWorker:
             if monotonic() - started < TAKEOVER:
                 self._quick.add(fn)
             if awaitable(result):
-                result = asyncio.run_coroutine_threadsafe(_await(result), self._loop).result()
+                result = self._settle(result)
         except Exception as exc:
             payload = self._error_payload(msg_id, exc)
         else:
             payload = result_payload(self.limits, msg_id, fn, result)
         self._send(peer, payload)
 
+    def _settle(self, result: Any) -> Any:
+        """In a pool thread: await what a plain method returned, on the asyncio loop (on a
+        PollLoop, where no method is async, with an asyncio loop of this thread's own)."""
+        import asyncio
+
+        if type(self._loop) is PollLoop:
+            return asyncio.run(_await(result))
+        return asyncio.run_coroutine_threadsafe(_await(result), self._loop).result()  # type: ignore[arg-type]
+
     def _start_task(self, peer: bytes, msg_id: str, fn: Callable, args: list, context=None) -> None:
-        """Run an ``async def`` method as a task on the loop (from any thread)."""
+        """Run an ``async def`` method as a task on the loop (from any thread); on a PollLoop,
+        where only a plain method's awaitable result comes here, in a pool thread."""
+        if type(self._loop) is PollLoop:
+            self._submit(peer, msg_id, fn, args, context)
+            return
         if threading.get_ident() != self._loop_thread:
             self._loop.call_soon_threadsafe(self._start_task, peer, msg_id, fn, args, context)
             return
-        self._tasks.add(self._loop.create_task(self._run_async(peer, msg_id, fn, args, context)))
+        self._tasks.add(self._loop.create_task(self._run_async(peer, msg_id, fn, args, context)))  # type: ignore[attr-defined]
 
     async def _run_async(self, peer: bytes, msg_id: str, fn: Callable, args: list, context=None) -> None:
         """The task of an ``async def`` call: run it, answer, and leave ``_tasks`` itself (a done
         callback would cost the loop one more turn, and a system call, per call)."""
+        import asyncio
+
         try:
             result = await (fn(*args) if context is None else self._ext.arun(peer, context, fn, args))
         except asyncio.CancelledError:

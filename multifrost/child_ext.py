@@ -6,7 +6,6 @@ generator, leaves ``prepare`` at once: the plain call path stays as it was.
 """
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import math
@@ -19,6 +18,8 @@ from .current_call import CallContext, enter, leave
 from .errors import CallTimeoutError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .child import ChildWorker
     from .child_streams import StreamRun
 
@@ -143,6 +144,8 @@ class WorkerExtensions:
 
     async def arun(self, peer: bytes, context: CallContext, fn: Callable, args: list) -> Any:
         """Run an ``async def`` method as the current call; a cancel or its deadline cancels its task."""
+        import asyncio  # only a worker with async methods gets here; the others never load it
+
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None  # a method's coroutine runs as a task

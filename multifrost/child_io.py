@@ -9,14 +9,16 @@ is then scheduled on the loop, or woken through ``wakeup`` from another thread.
 """
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import deque
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .held import HeldReplies
 from .transports import ChildEnd
 from .transports.base import Wakeup
+
+if TYPE_CHECKING:
+    from .child_loop import ChildLoop, TimerHandle
 
 HELD_RETRY = 0.1  # seconds: held replies are retried on every pass of the reader, and at least this often
 EARLY_OUTPUT = 1000  # output lines kept while no parent has been heard from
@@ -32,13 +34,13 @@ class ChildIO:
         self.reading = False  # the loop is in a pass of the reader: it will look again anyway
         self.wakeup: Wakeup | None = None  # rung by other threads for the reader
         self._early: deque[bytes] = deque(maxlen=EARLY_OUTPUT)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: ChildLoop | None = None
         self._loop_thread: int | None = None
         self._reader: Callable[[], None] = _nothing
         self._pass_due = False
-        self._retry: asyncio.TimerHandle | None = None
+        self._retry: TimerHandle | None = None
 
-    def attach(self, end: ChildEnd, loop: asyncio.AbstractEventLoop, reader: Callable[[], None]) -> None:
+    def attach(self, end: ChildEnd, loop: ChildLoop, reader: Callable[[], None]) -> None:
         """Serve ``end`` on ``loop`` (its thread calls this); ``reader`` is the reader's pass."""
         self._loop, self._loop_thread, self._reader = loop, threading.get_ident(), reader
         self.wakeup = Wakeup()
@@ -76,7 +78,7 @@ class ChildIO:
             wakeup.clear()
 
     def _hidden(self) -> None:
-        """The end says a send hid a message: make the reader look (from any thread)."""
+        """Make the reader look (from any thread): the end says a send hid a message, or output waits."""
         if threading.get_ident() == self._loop_thread:
             if not self.reading and not self._pass_due and self._loop is not None:
                 self._pass_due = True
@@ -106,16 +108,26 @@ class ChildIO:
                 self._loop.call_soon_threadsafe(self.arm_retry)
 
     def send_output(self, payload: bytes) -> bool:
-        """Send to every parent heard from; kept for later while there is none. False: kept."""
+        """Send to every parent heard from; False: kept for the reader's next pass, while there is
+        no parent, while output kept before waits, or while another thread holds the socket (it
+        may be logging under the lock, and printed output is how logging reaches the parent:
+        waiting for it would deadlock)."""
         end = self.end
         if end is None:
             self._early.append(payload)
             return False
-        with self.lock:
+        if self._early or not self.lock.acquire(blocking=False):
+            self._early.append(payload)
+            if end.peers:
+                self._hidden()  # a pass sends it
+            return False
+        try:
             if not end.peers:
                 self._early.append(payload)
                 return False
             end.send_all(payload)
+        finally:
+            self.lock.release()
         return True
 
     def after_pass(self) -> Sequence[bytes]:
@@ -129,10 +141,11 @@ class ChildIO:
                 self.held.flush(end)
             self.arm_retry()
         if self._early and end.peers:
-            early, self._early = list(self._early), deque(maxlen=EARLY_OUTPUT)
+            early = []
             with self.lock:
-                for payload in early:
-                    end.send_all(payload)
+                while self._early:  # one at a time: other threads may add to it meanwhile
+                    early.append(self._early.popleft())
+                    end.send_all(early[-1])
             return early
         return ()
 

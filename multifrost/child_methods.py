@@ -41,6 +41,18 @@ def resolve(worker: object, base: type, cache: dict, name: Any) -> tuple[Callabl
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})  # results that are never awaitable
 
 
+def needs_asyncio(worker: object, base: type) -> bool:
+    """Whether serving ``worker`` needs asyncio: what its class (below ``base``) or the instance
+    defines includes an ``async def`` or async generator function, public or private."""
+    found = [vars(cls).values() for cls in type(worker).__mro__ if cls is not base and cls is not object]
+    for values in found + [vars(worker).values()]:
+        for value in values:
+            fn = getattr(value, "__func__", value)  # a staticmethod's or classmethod's function
+            if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+                return True
+    return False
+
+
 def awaitable(value: Any) -> bool:
     """``inspect.isawaitable``, answered at once for the plain types most methods return
     (the ABC check it ends in costs five times as much)."""

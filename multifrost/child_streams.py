@@ -10,7 +10,6 @@ all the items in one list.
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 from typing import TYPE_CHECKING, Any, Callable
@@ -22,6 +21,8 @@ from .tracing import server_span
 from .transports import DEFAULT_MAX_MESSAGE_SIZE
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .child import ChildWorker
     from .child_ext import WorkerExtensions
 
@@ -43,7 +44,7 @@ class StreamRun:
         self._allowed = window  # items it may send in all, so far
         self._sent = 0
         self._cond = threading.Condition()
-        self._credit_event: asyncio.Event  # async generators only: made on the loop by _start_task
+        self._credit_event: asyncio.Event | None = None  # async generators only: made on the loop by _start_task
         self._in_generator = False  # async: the task is inside the generator (not waiting for credit)
 
     def start(self, fn: Callable, args: list, kind: str) -> None:
@@ -104,9 +105,11 @@ class StreamRun:
     # -- an async generator, as a task on the loop -----------------------------------------
 
     def _start_task(self, fn: Callable, args: list) -> None:
+        import asyncio  # only a worker with async generators gets here; the others never load it
+
         worker = self._worker
         self._credit_event = asyncio.Event()
-        task = worker._loop.create_task(self._run_async(fn, args))
+        task = worker._loop.create_task(self._run_async(fn, args))  # type: ignore[attr-defined]  # asyncio's
         worker._tasks.add(task)
         task.add_done_callback(worker._tasks.discard)
         loop = worker._loop
@@ -117,11 +120,15 @@ class StreamRun:
         credit is closed at its yield (GeneratorExit)."""
         if self._in_generator:
             task.cancel()
-        else:
+        elif self._credit_event is not None:
             self._credit_event.set()
 
     async def _run_async(self, fn: Callable, args: list) -> None:
+        import asyncio
+
         context = self.context
+        event = self._credit_event
+        assert event is not None  # _start_task made it
         enter(context)
         try:
             self._owner.check_start(context)
@@ -130,8 +137,8 @@ class StreamRun:
                 try:
                     while True:
                         while self._sent >= self._allowed and not context.cancelled:
-                            self._credit_event.clear()
-                            await self._credit_event.wait()
+                            event.clear()
+                            await event.wait()
                         if context.cancelled:
                             raise _Stopped()
                         self._in_generator = True

@@ -6,17 +6,18 @@ there no signal handlers are installed (``stop()`` ends it) and the process-wide
 context is left alone."""
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, NoReturn
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, NoReturn
 
 from . import protocol
 from . import transports
+from .child_loop import PollLoop
 from .errors import RegistryError
 from .parent_watch import ParentWatch
 from .spawn_env import ENDPOINT_ENV, PORT_ENV
@@ -153,17 +154,33 @@ def _say(text: str) -> None:
 
 
 def _serve(worker, end) -> None:
+    """Serve on asyncio when the worker has async methods, else on a PollLoop (no asyncio import)."""
     # Signal handlers can only be installed from the main thread; elsewhere stop() ends it.
     signums = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+    if not worker._needs_asyncio():
+        loop = PollLoop()
+        try:
+            with _signals(loop, signums, worker.stop):
+                worker.serve_on(loop, end)
+        finally:
+            loop.close()
+        return
+    import asyncio
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in signums:
-            loop.add_signal_handler(signum, worker.stop)
-        try:
+        with _signals(asyncio.get_running_loop(), signums, worker.stop):
             await worker.serve(end)
-        finally:
-            for signum in signums:
-                loop.remove_signal_handler(signum)
 
     asyncio.run(main())
+
+
+@contextmanager
+def _signals(loop, signums, handler) -> Iterator[None]:
+    """``handler`` runs on ``loop`` when one of ``signums`` arrives, while the block runs."""
+    for signum in signums:
+        loop.add_signal_handler(signum, handler)
+    try:
+        yield
+    finally:
+        for signum in signums:
+            loop.remove_signal_handler(signum)
