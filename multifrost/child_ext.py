@@ -6,7 +6,6 @@ generator, leaves ``prepare`` at once: the plain call path stays as it was.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import threading
@@ -14,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import extensions, protocol
+from .child_methods import CO_ASYNC_GENERATOR, CO_GENERATOR, code_flags
 from .current_call import CallContext, enter, leave
 from .errors import CallTimeoutError
 
@@ -50,7 +50,8 @@ class WorkerExtensions:
     def _kind(self, fn: Callable) -> str | None:
         kind = self._kinds.get(fn, False)
         if kind is False:
-            kind = ("agen" if inspect.isasyncgenfunction(fn) else "gen" if inspect.isgeneratorfunction(fn) else None)
+            flags = code_flags(fn)
+            kind = "agen" if flags & CO_ASYNC_GENERATOR else "gen" if flags & CO_GENERATOR else None
             self._kinds[fn] = kind
         return kind  # type: ignore[return-value]  # never False here
 

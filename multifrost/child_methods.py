@@ -1,8 +1,9 @@
 """Which methods of a worker a parent may call, and how an outcome becomes a reply payload."""
 from __future__ import annotations
 
-import inspect
 import traceback
+from functools import partial
+from types import FunctionType, MethodType
 from typing import Any, Callable
 
 from . import protocol
@@ -34,8 +35,27 @@ def resolve(worker: object, base: type, cache: dict, name: Any) -> tuple[Callabl
     fn = getattr(worker, name)
     if not callable(fn):
         raise Gone(f"'{name}' is not callable")
-    found = cache[name] = (fn, inspect.iscoroutinefunction(fn))
+    found = cache[name] = (fn, bool(code_flags(fn) & CO_COROUTINE))
     return found
+
+
+# Code flags (``inspect.CO_*``): the start of every worker asks them, and importing ``inspect``
+# (ast, dis, tokenize) would cost a spawned worker ~5 ms. tests/test_child_methods.py checks
+# that ``code_flags`` answers as ``inspect.iscoroutinefunction`` and its siblings do.
+CO_GENERATOR, CO_COROUTINE, CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+
+
+def code_flags(fn: object) -> int:
+    """The code flags of the function behind ``fn``: bound methods and partials are unwrapped
+    (as ``inspect`` does), and staticmethod/classmethod objects as found in a class; 0 for
+    anything that is not a Python function underneath."""
+    while True:
+        if isinstance(fn, partial):
+            fn = fn.func
+        elif isinstance(fn, (MethodType, staticmethod, classmethod)):
+            fn = fn.__func__
+        else:
+            return fn.__code__.co_flags if isinstance(fn, FunctionType) else 0
 
 
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})  # results that are never awaitable
@@ -47,8 +67,7 @@ def needs_asyncio(worker: object, base: type) -> bool:
     found = [vars(cls).values() for cls in type(worker).__mro__ if cls is not base and cls is not object]
     for values in found + [vars(worker).values()]:
         for value in values:
-            fn = getattr(value, "__func__", value)  # a staticmethod's or classmethod's function
-            if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            if code_flags(value) & (CO_COROUTINE | CO_ASYNC_GENERATOR):
                 return True
     return False
 
@@ -56,7 +75,10 @@ def needs_asyncio(worker: object, base: type) -> bool:
 def awaitable(value: Any) -> bool:
     """``inspect.isawaitable``, answered at once for the plain types most methods return
     (the ABC check it ends in costs five times as much)."""
-    return type(value) not in _PLAIN and inspect.isawaitable(value)
+    if type(value) in _PLAIN:
+        return False
+    import inspect  # loaded by the first call that returns another type, not at start-up
+    return inspect.isawaitable(value)
 
 
 def result_payload(limits: Limits | None, msg_id: str, fn: Callable, result: Any) -> bytes:

@@ -13,8 +13,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODULES_WORKER = str(ROOT / "tests" / "workers" / "modules_worker.py")
 
 #: Loaded by no spawned worker's start, whatever its transport: the value classes of the
-#: protocol, the codec limits and the transports are not dataclasses.
-NEVER = ("dataclasses",)
+#: protocol, the codec limits and the transports are not dataclasses; the worker tells its
+#: coroutine and generator methods by their code flags, without ``inspect``; a worker with plain
+#: methods only is served without asyncio (tests/test_plain_worker.py has more on that).
+NEVER = ("dataclasses", "inspect", "asyncio")
 #: ... and per transport: a unix worker never loads pyzmq; a tcp one loads no CURVE/ZAP pieces.
 BY_TRANSPORT = {
     "unix": ("zmq", "multifrost.transports.zeromq"),
