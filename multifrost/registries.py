@@ -10,7 +10,6 @@ instances, an announcement to close, an endpoint to dial.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import time
@@ -103,6 +102,8 @@ def find_instance(registry: Registry, service_id: str, timeout: float, avoid: tu
 async def afind_instance(registry: Registry, service_id: str, timeout: float,
                          avoid: tuple | None = None) -> ServiceEntry:
     """``find_instance`` for asyncio code (the registry is read in a thread)."""
+    import asyncio  # here: a service with plain methods only never loads it (child_loop)
+
     deadline = time.monotonic() + timeout
     while True:
         entry = await asyncio.to_thread(_pick, registry, service_id, avoid)

@@ -18,7 +18,6 @@ when a registry object is created.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -149,6 +148,8 @@ class Registry(ABC):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> ServiceEntry:
         """``discover`` for asyncio code: polls with ``asyncio.sleep``."""
+        import asyncio  # here: a service with plain methods only never loads it (child_loop)
+
         deadline = time.monotonic() + timeout
         while True:
             entry, wait = self._look(service_id, deadline, timeout, poll_interval)
