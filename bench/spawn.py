@@ -9,12 +9,10 @@ spawn about 40 ms on the 2-core machine and says nothing about an installed pack
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
-import os
 import statistics
 
-from bench.libraries import MultifrostSync, Raw
+from bench.libraries import MultifrostSync, Raw, compile_multifrost
 
 
 def measure(rounds: int) -> dict[str, list[float]]:
@@ -35,8 +33,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the samples as JSON")
     args = parser.parse_args()
     if args.compile:
-        import multifrost
-        compileall.compile_dir(os.path.dirname(multifrost.__file__), quiet=1)
+        compile_multifrost()
     times = measure(args.rounds)
     if args.json:
         print(json.dumps(times))
