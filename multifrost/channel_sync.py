@@ -280,10 +280,13 @@ class SyncChannel(_Channel):
         if self._leader is waiter:  # cut short before leading; only this thread can clear it: no lock to look
             self._step_down()
             return
-        if waiter.wake is None or waiter.done:  # it never slept as a follower, or its reply came
+        if waiter.wake is None:  # it never slept as a follower
             return
-        with self._lock:  # out of the followers; if nobody leads, it may have been handed the lead as it left
-            if not self._followers.leave(waiter) and self._leader is None:
+        with self._lock:
+            if waiter.done:  # woken with its reply (or about to be): wake the next in the relay
+                self._followers.pass_on(waiter)
+            # out of the followers; if nobody leads, it may have been handed the lead as it left
+            elif not self._followers.leave(waiter) and self._leader is None:
                 self._followers.wake_next()  # so pass it on (at worst a follower wakes and leads at once)
 
     def _step_down(self) -> None:
@@ -343,6 +346,7 @@ class SyncChannel(_Channel):
         """Fail every call in flight with ``error`` (crash, close); ``final`` fails later calls too."""
         with self._lock:
             self._fail_pending(error, final)
+            self._followers.wake_queued()
         self.interrupt()
 
     def interrupt(self) -> None:

@@ -8,7 +8,7 @@ import pytest
 from helpers import wait_until
 from multifrost import protocol
 from multifrost.channel_sync import SyncChannel
-from multifrost.channel_waiters import Waiter
+from multifrost.channel_waiters import Followers, Waiter
 from multifrost.codec import pack_message
 from multifrost.errors import CallTimeoutError, WorkerCrashedError
 from multifrost.transports import open_child_end, open_parent_end
@@ -274,4 +274,85 @@ def test_a_ctrl_c_while_a_follower_sleeps_gives_up_its_place(ends, monkeypatch):
     _answer(child, first, "a")
     leader.join(10)
     assert leader.outcome == "a" and channel._leader is None and channel.in_flight == 0
+    channel.close()
+
+
+def _woken(locks):
+    return [not lock.locked() for lock in locks]
+
+
+def _asleep_with_replies(count):
+    """``count`` followers asleep whose replies one pass brought in: only the first is woken."""
+    followers = Followers()
+    waiters = [Waiter() for _ in range(count)]
+    locks = [followers.add(waiter) for waiter in waiters]
+    for waiter in waiters:
+        waiter.done = True
+        followers.wake(waiter)
+    return followers, waiters, locks
+
+
+def test_followers_whose_replies_came_in_one_pass_are_woken_one_after_another():
+    followers, waiters, locks = _asleep_with_replies(3)
+    assert _woken(locks) == [True, False, False]
+    followers.pass_on(waiters[0])  # the first woken caller leaves: it wakes the next
+    assert _woken(locks) == [True, True, False]
+    followers.pass_on(waiters[1])
+    followers.pass_on(waiters[2])
+    assert _woken(locks) == [True, True, True]
+    late = Waiter()
+    lock = followers.add(late)
+    followers.wake(late)  # the relay has run its course: a reply that comes now wakes its caller at once
+    assert not lock.locked()
+
+
+def test_a_follower_that_leaves_before_its_turn_in_the_relay_is_skipped():
+    followers, waiters, locks = _asleep_with_replies(3)
+    followers.pass_on(waiters[1])  # a Ctrl-C while it waited for its turn
+    followers.pass_on(waiters[0])
+    assert _woken(locks) == [True, False, True]
+
+
+def test_a_failure_wakes_every_follower_still_waiting_for_its_turn_at_once():
+    followers, _, locks = _asleep_with_replies(3)
+    followers.wake_queued()
+    assert _woken(locks) == [True, True, True]
+
+
+def test_a_ctrl_c_in_a_follower_woken_with_its_reply_still_wakes_the_next(ends, monkeypatch):
+    parent, child = ends
+    sleep, go = Waiter.sleep, threading.Event()
+
+    class Stopped:  # the first follower's wake-up: it is woken, then a Ctrl-C lands before it leaves
+        def __init__(self, lock):
+            self.lock = lock
+
+        def acquire(self, timeout=-1):
+            got = self.lock.acquire(timeout=timeout)
+            if got and threading.current_thread().name == "first":
+                go.wait(10)
+                raise _Interrupt()
+            return got
+    monkeypatch.setattr(Waiter, "sleep", lambda self: Stopped(sleep(self)))
+    channel = SyncChannel(parent, lambda message: None)
+    callers = []
+    for name in ("leader", "first", "second"):
+        caller = _Caller(channel, name)
+        caller.start()
+        callers.append((caller, child.recv_blocking(10)))
+        wait_until(lambda: name == "leader" or channel._followers, f"{name} sleeps as a follower")
+    (leader, to_leader), (first, to_first), (second, to_second) = callers
+    wait_until(lambda: len(channel._followers._asleep) == 2, "both followers sleep")
+    _answer(child, to_first, "a")
+    wait_until(lambda: first.msg_id not in channel._pending, "the first follower's reply is handed out")
+    _answer(child, to_second, "b")  # its turn comes after the first follower's
+    wait_until(lambda: channel.in_flight == 1, "the second follower's reply is handed out")
+    assert second.is_alive()
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert isinstance(first.outcome, _Interrupt) and second.outcome == "b"
+    _answer(child, to_leader, "c")
+    leader.join(10)
+    assert leader.outcome == "c" and channel._leader is None and channel.in_flight == 0
     channel.close()
