@@ -282,20 +282,22 @@ class SyncChannel(_Channel):
             return
         if waiter.wake is None:  # it never slept as a follower
             return
+        # Done: it wakes the next in the relay of replies; else it leaves the followers. If nobody leads, the
+        # relay's last caller, or one maybe handed the lead as it left, wakes a follower to lead (at worst in vain).
         with self._lock:
-            if waiter.done:  # woken with its reply (or about to be): wake the next in the relay
-                self._followers.pass_on(waiter)
-            # out of the followers; if nobody leads, it may have been handed the lead as it left
-            elif not self._followers.leave(waiter) and self._leader is None:
-                self._followers.wake_next()  # so pass it on (at worst a follower wakes and leads at once)
+            followers = self._followers
+            ended = followers.pass_on(waiter) if waiter.done else not followers.leave(waiter)
+            if ended and self._leader is None:
+                followers.wake_next()
 
     def _step_down(self) -> None:
-        """Let go of the lead: wake one sleeping follower so that it takes it."""
+        """Let go of the lead: wake a follower to take it, unless a relay of replies runs (a caller of it
+        that calls again takes the lead without a wake-up; its last caller wakes one if none did)."""
         with self._lock:
             self._leader = None
             if self._closed:
                 self._close_wake_locked()
-            else:
+            elif not self._followers.relaying:
                 self._followers.wake_next()
 
     def _resolve(self, waiter: Waiter, message: protocol.Message) -> None:

@@ -84,16 +84,23 @@ class Followers:
             else:
                 self._queued.append(waiter)
 
-    def pass_on(self, waiter: Waiter) -> None:
+    @property
+    def relaying(self) -> bool:
+        """A woken caller has still to wake the next (or to end the relay)."""
+        return self._relay is not None
+
+    def pass_on(self, waiter: Waiter) -> bool:
         """A done caller leaves: if the relay is its to run, wake the next in turn; if it leaves
-        before its turn (a Ctrl-C), take it out of the queue."""
+        before its turn (a Ctrl-C), take it out of the queue. True when it ended the relay."""
         if self._relay is waiter:
             queued = self._queued
             follower = self._relay = queued.popleft() if queued else None
-            if follower is not None:
-                follower.wake.release()  # type: ignore[union-attr]
+            if follower is None:
+                return True
+            follower.wake.release()  # type: ignore[union-attr]
         elif waiter in self._queued:
             self._queued.remove(waiter)
+        return False
 
     def wake_queued(self) -> None:
         """Wake every caller still waiting for its turn in the relay (a failure ends all calls at once)."""

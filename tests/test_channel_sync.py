@@ -319,11 +319,13 @@ def test_a_failure_wakes_every_follower_still_waiting_for_its_turn_at_once():
     assert _woken(locks) == [True, True, True]
 
 
-def test_a_ctrl_c_in_a_follower_woken_with_its_reply_still_wakes_the_next(ends, monkeypatch):
+def _relay_held(ends, monkeypatch, interrupt):
+    """A leader and two followers, "first" and "second"; once woken, "first" holds the relay of
+    replies until ``go`` is set, then leaves (``interrupt``: with a stand-in for a Ctrl-C)."""
     parent, child = ends
     sleep, go = Waiter.sleep, threading.Event()
 
-    class Stopped:  # the first follower's wake-up: it is woken, then a Ctrl-C lands before it leaves
+    class Held:  # the first follower's wake-up
         def __init__(self, lock):
             self.lock = lock
 
@@ -331,20 +333,26 @@ def test_a_ctrl_c_in_a_follower_woken_with_its_reply_still_wakes_the_next(ends, 
             got = self.lock.acquire(timeout=timeout)
             if got and threading.current_thread().name == "first":
                 go.wait(10)
-                raise _Interrupt()
+                if interrupt:
+                    raise _Interrupt()
             return got
-    monkeypatch.setattr(Waiter, "sleep", lambda self: Stopped(sleep(self)))
+    monkeypatch.setattr(Waiter, "sleep", lambda self: Held(sleep(self)))
     channel = SyncChannel(parent, lambda message: None)
     callers = []
-    for name in ("leader", "first", "second"):
+    for name, asleep in (("leader", 0), ("first", 1), ("second", 2)):
         caller = _Caller(channel, name)
         caller.start()
         callers.append((caller, child.recv_blocking(10)))
-        wait_until(lambda: name == "leader" or channel._followers, f"{name} sleeps as a follower")
-    (leader, to_leader), (first, to_first), (second, to_second) = callers
-    wait_until(lambda: len(channel._followers._asleep) == 2, "both followers sleep")
-    _answer(child, to_first, "a")
-    wait_until(lambda: first.msg_id not in channel._pending, "the first follower's reply is handed out")
+        wait_until(lambda: len(channel._followers._asleep) == asleep, f"{name} leads or sleeps as a follower")
+    _answer(child, callers[1][1], "a")
+    wait_until(lambda: callers[1][0].msg_id not in channel._pending, "the first follower's reply is handed out")
+    return channel, go, callers
+
+
+def test_a_ctrl_c_in_a_follower_woken_with_its_reply_still_wakes_the_next(ends, monkeypatch):
+    channel, go, callers = _relay_held(ends, monkeypatch, interrupt=True)
+    child = ends[1]
+    (leader, to_leader), (first, _), (second, to_second) = callers
     _answer(child, to_second, "b")  # its turn comes after the first follower's
     wait_until(lambda: channel.in_flight == 1, "the second follower's reply is handed out")
     assert second.is_alive()
@@ -355,4 +363,23 @@ def test_a_ctrl_c_in_a_follower_woken_with_its_reply_still_wakes_the_next(ends, 
     _answer(child, to_leader, "c")
     leader.join(10)
     assert leader.outcome == "c" and channel._leader is None and channel.in_flight == 0
+    channel.close()
+
+
+def test_a_leader_done_while_a_relay_runs_wakes_nobody_and_the_relays_last_caller_finds_a_new_leader(
+        ends, monkeypatch):
+    channel, go, callers = _relay_held(ends, monkeypatch, interrupt=False)
+    child = ends[1]
+    (leader, to_leader), (first, _), (second, to_second) = callers
+    _answer(child, to_leader, "c")
+    leader.join(10)
+    assert leader.outcome == "c" and channel._leader is None
+    assert channel._followers  # the second still sleeps: a caller of the relay calling again would lead
+    go.set()
+    first.join(10)  # the relay's last caller: nobody took the lead, so it wakes the second to lead
+    assert first.outcome == "a"
+    wait_until(lambda: channel._leader is not None, "the second follower leads")
+    _answer(child, to_second, "b")
+    second.join(10)
+    assert second.outcome == "b" and channel._leader is None and channel.in_flight == 0
     channel.close()
