@@ -280,19 +280,24 @@ class SyncChannel(_Channel):
         if self._leader is waiter:  # cut short before leading; only this thread can clear it: no lock to look
             self._step_down()
             return
-        if waiter.wake is None or waiter.done:  # it never slept as a follower, or its reply came
+        if waiter.wake is None:  # it never slept as a follower
             return
-        with self._lock:  # out of the followers; if nobody leads, it may have been handed the lead as it left
-            if not self._followers.leave(waiter) and self._leader is None:
-                self._followers.wake_next()  # so pass it on (at worst a follower wakes and leads at once)
+        # Done: it wakes the next in the relay of replies; else it leaves the followers. If nobody leads, the
+        # relay's last caller, or one maybe handed the lead as it left, wakes a follower to lead (at worst in vain).
+        with self._lock:
+            followers = self._followers
+            ended = followers.pass_on(waiter) if waiter.done else not followers.leave(waiter)
+            if ended and self._leader is None:
+                followers.wake_next()
 
     def _step_down(self) -> None:
-        """Let go of the lead: wake one sleeping follower so that it takes it."""
+        """Let go of the lead: wake a follower to take it, unless a relay of replies runs (a caller of it
+        that calls again takes the lead without a wake-up; its last caller wakes one if none did)."""
         with self._lock:
             self._leader = None
             if self._closed:
                 self._close_wake_locked()
-            else:
+            elif not self._followers.relaying:
                 self._followers.wake_next()
 
     def _resolve(self, waiter: Waiter, message: protocol.Message) -> None:
@@ -343,6 +348,7 @@ class SyncChannel(_Channel):
         """Fail every call in flight with ``error`` (crash, close); ``final`` fails later calls too."""
         with self._lock:
             self._fail_pending(error, final)
+            self._followers.wake_queued()
         self.interrupt()
 
     def interrupt(self) -> None:

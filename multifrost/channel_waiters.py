@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 
 from . import protocol
 
@@ -44,12 +45,19 @@ class Waiter:
 
 class Followers:
     """The sync callers asleep as followers until their reply is in or the lead is handed to
-    them; the channel's lock guards it."""
+    them; the channel's lock guards it.
 
-    __slots__ = ("_asleep",)
+    Replies are handed out in a relay: of the followers whose replies one pass brought in, only
+    the first is woken; each woken caller wakes the next as it leaves (``pass_on``). Waking them
+    all at once had each one wake only to wait for the GIL, several thread switches a call.
+    """
+
+    __slots__ = ("_asleep", "_queued", "_relay")
 
     def __init__(self) -> None:
         self._asleep: dict[Waiter, None] = {}
+        self._queued: deque[Waiter] = deque()  # done, not asleep, waiting for the relay to wake them
+        self._relay: Waiter | None = None  # the woken caller that still has to wake the next
 
     def __bool__(self) -> bool:
         return bool(self._asleep)
@@ -68,9 +76,37 @@ class Followers:
         return True
 
     def wake(self, waiter: Waiter) -> None:
-        """Wake ``waiter`` if it sleeps: its outcome is in."""
+        """Its outcome is in: wake ``waiter`` if it sleeps, now or, while the relay runs, in its turn."""
         if self.leave(waiter):
-            waiter.wake.release()  # type: ignore[union-attr]  # a sleeping waiter has its lock
+            if self._relay is None:
+                self._relay = waiter
+                waiter.wake.release()  # type: ignore[union-attr]  # a sleeping waiter has its lock
+            else:
+                self._queued.append(waiter)
+
+    @property
+    def relaying(self) -> bool:
+        """A woken caller has still to wake the next (or to end the relay)."""
+        return self._relay is not None
+
+    def pass_on(self, waiter: Waiter) -> bool:
+        """A done caller leaves: if the relay is its to run, wake the next in turn; if it leaves
+        before its turn (a Ctrl-C), take it out of the queue. True when it ended the relay."""
+        if self._relay is waiter:
+            queued = self._queued
+            follower = self._relay = queued.popleft() if queued else None
+            if follower is None:
+                return True
+            follower.wake.release()  # type: ignore[union-attr]
+        elif waiter in self._queued:
+            self._queued.remove(waiter)
+        return False
+
+    def wake_queued(self) -> None:
+        """Wake every caller still waiting for its turn in the relay (a failure ends all calls at once)."""
+        queued = self._queued
+        while queued:
+            queued.popleft().wake.release()  # type: ignore[union-attr]
 
     def wake_next(self) -> None:
         """Wake one, if any, so that it takes the lead."""
@@ -78,6 +114,7 @@ class Followers:
             follower, _ = self._asleep.popitem()
             follower.sleeping = False
             follower.wake.release()  # type: ignore[union-attr]
+
 
 class SignallingWaiter(Waiter):
     """A waiter for a thread that is not waiting on it (the sync supervisor's heartbeat): when

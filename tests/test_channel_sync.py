@@ -8,7 +8,7 @@ import pytest
 from helpers import wait_until
 from multifrost import protocol
 from multifrost.channel_sync import SyncChannel
-from multifrost.channel_waiters import Waiter
+from multifrost.channel_waiters import Followers, Waiter
 from multifrost.codec import pack_message
 from multifrost.errors import CallTimeoutError, WorkerCrashedError
 from multifrost.transports import open_child_end, open_parent_end
@@ -274,4 +274,112 @@ def test_a_ctrl_c_while_a_follower_sleeps_gives_up_its_place(ends, monkeypatch):
     _answer(child, first, "a")
     leader.join(10)
     assert leader.outcome == "a" and channel._leader is None and channel.in_flight == 0
+    channel.close()
+
+
+def _woken(locks):
+    return [not lock.locked() for lock in locks]
+
+
+def _asleep_with_replies(count):
+    """``count`` followers asleep whose replies one pass brought in: only the first is woken."""
+    followers = Followers()
+    waiters = [Waiter() for _ in range(count)]
+    locks = [followers.add(waiter) for waiter in waiters]
+    for waiter in waiters:
+        waiter.done = True
+        followers.wake(waiter)
+    return followers, waiters, locks
+
+
+def test_followers_whose_replies_came_in_one_pass_are_woken_one_after_another():
+    followers, waiters, locks = _asleep_with_replies(3)
+    assert _woken(locks) == [True, False, False]
+    followers.pass_on(waiters[0])  # the first woken caller leaves: it wakes the next
+    assert _woken(locks) == [True, True, False]
+    followers.pass_on(waiters[1])
+    followers.pass_on(waiters[2])
+    assert _woken(locks) == [True, True, True]
+    late = Waiter()
+    lock = followers.add(late)
+    followers.wake(late)  # the relay has run its course: a reply that comes now wakes its caller at once
+    assert not lock.locked()
+
+
+def test_a_follower_that_leaves_before_its_turn_in_the_relay_is_skipped():
+    followers, waiters, locks = _asleep_with_replies(3)
+    followers.pass_on(waiters[1])  # a Ctrl-C while it waited for its turn
+    followers.pass_on(waiters[0])
+    assert _woken(locks) == [True, False, True]
+
+
+def test_a_failure_wakes_every_follower_still_waiting_for_its_turn_at_once():
+    followers, _, locks = _asleep_with_replies(3)
+    followers.wake_queued()
+    assert _woken(locks) == [True, True, True]
+
+
+def _relay_held(ends, monkeypatch, interrupt):
+    """A leader and two followers, "first" and "second"; once woken, "first" holds the relay of
+    replies until ``go`` is set, then leaves (``interrupt``: with a stand-in for a Ctrl-C)."""
+    parent, child = ends
+    sleep, go = Waiter.sleep, threading.Event()
+
+    class Held:  # the first follower's wake-up
+        def __init__(self, lock):
+            self.lock = lock
+
+        def acquire(self, timeout=-1):
+            got = self.lock.acquire(timeout=timeout)
+            if got and threading.current_thread().name == "first":
+                go.wait(10)
+                if interrupt:
+                    raise _Interrupt()
+            return got
+    monkeypatch.setattr(Waiter, "sleep", lambda self: Held(sleep(self)))
+    channel = SyncChannel(parent, lambda message: None)
+    callers = []
+    for name, asleep in (("leader", 0), ("first", 1), ("second", 2)):
+        caller = _Caller(channel, name)
+        caller.start()
+        callers.append((caller, child.recv_blocking(10)))
+        wait_until(lambda: len(channel._followers._asleep) == asleep, f"{name} leads or sleeps as a follower")
+    _answer(child, callers[1][1], "a")
+    wait_until(lambda: callers[1][0].msg_id not in channel._pending, "the first follower's reply is handed out")
+    return channel, go, callers
+
+
+def test_a_ctrl_c_in_a_follower_woken_with_its_reply_still_wakes_the_next(ends, monkeypatch):
+    channel, go, callers = _relay_held(ends, monkeypatch, interrupt=True)
+    child = ends[1]
+    (leader, to_leader), (first, _), (second, to_second) = callers
+    _answer(child, to_second, "b")  # its turn comes after the first follower's
+    wait_until(lambda: channel.in_flight == 1, "the second follower's reply is handed out")
+    assert second.is_alive()
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert isinstance(first.outcome, _Interrupt) and second.outcome == "b"
+    _answer(child, to_leader, "c")
+    leader.join(10)
+    assert leader.outcome == "c" and channel._leader is None and channel.in_flight == 0
+    channel.close()
+
+
+def test_a_leader_done_while_a_relay_runs_wakes_nobody_and_the_relays_last_caller_finds_a_new_leader(
+        ends, monkeypatch):
+    channel, go, callers = _relay_held(ends, monkeypatch, interrupt=False)
+    child = ends[1]
+    (leader, to_leader), (first, _), (second, to_second) = callers
+    _answer(child, to_leader, "c")
+    leader.join(10)
+    assert leader.outcome == "c" and channel._leader is None
+    assert channel._followers  # the second still sleeps: a caller of the relay calling again would lead
+    go.set()
+    first.join(10)  # the relay's last caller: nobody took the lead, so it wakes the second to lead
+    assert first.outcome == "a"
+    wait_until(lambda: channel._leader is not None, "the second follower leads")
+    _answer(child, to_second, "b")
+    second.join(10)
+    assert second.outcome == "b" and channel._leader is None and channel.in_flight == 0
     channel.close()
