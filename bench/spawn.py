@@ -1,5 +1,6 @@
-"""Spawn -> first result (issue 14): a raw pyzmq child against multifrost sync workers over
-unix and tcp, started in rotation; medians, and each one's distance to raw in the same run.
+"""Spawn -> first result (issue 14): a raw pyzmq child against multifrost workers (sync and
+async API) over unix and tcp, started in rotation; medians, and each one's distance to raw in
+the same run.
 
 ``python -m bench.spawn [--rounds N] [--compile]``. ``--compile`` byte-compiles multifrost
 first, as installing it does: with PYTHONDONTWRITEBYTECODE set and no ``__pycache__`` (a
@@ -12,16 +13,19 @@ import argparse
 import json
 import statistics
 
-from bench.libraries import MultifrostSync, Raw, compile_multifrost
+from bench.libraries import MultifrostAsync, MultifrostSync, Raw, compile_multifrost
 
 
 def measure(rounds: int) -> dict[str, list[float]]:
-    """Seconds from start to first result of each subject, ``rounds`` times in rotation."""
-    subjects = [Raw(), MultifrostSync("unix"), MultifrostSync("tcp")]
-    times: dict[str, list[float]] = {s.name: [] for s in subjects}
+    """Seconds from start to first result of each subject, ``rounds`` times in rotation (a fresh
+    subject each time: an async one closes its event loop with its worker)."""
+    makers = [Raw, lambda: MultifrostSync("unix"), lambda: MultifrostAsync("unix"),
+              lambda: MultifrostSync("tcp"), lambda: MultifrostAsync("tcp")]
+    times: dict[str, list[float]] = {}
     for _ in range(rounds):
-        for subject in subjects:
-            times[subject.name].append(subject.start())
+        for make in makers:
+            subject = make()
+            times.setdefault(subject.name, []).append(subject.start())
             subject.close()
     return times
 
