@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import zmq
 
 from multifrost import ParentWorker, protocol
@@ -12,7 +13,8 @@ from multifrost.codec import pack_message
 from multifrost.registry import FileRegistry
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MATH_SERVICE = os.path.join(HERE, "workers", "math_service.py")
+MATH_SERVICE = os.path.join(HERE, "workers", "math_service.py")  # async methods too: served on asyncio
+PLAIN_SERVICE = os.path.join(HERE, "workers", "plain_worker.py")  # plain methods only: on child_loop.PollLoop
 BUDGET = 1024 * 1024
 
 
@@ -22,11 +24,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_a_client_that_never_reads_is_bounded_and_others_are_served(registry_path, tmp_path):
+@pytest.mark.parametrize("script", [MATH_SERVICE, PLAIN_SERVICE], ids=["asyncio", "pollloop"])
+def test_a_client_that_never_reads_is_bounded_and_others_are_served(script, registry_path, tmp_path):
     env = {**os.environ, "TEST_MAX_HELD_BYTES": str(BUDGET)}
     log_path = tmp_path / "service.log"
     with open(log_path, "wb") as log_file:
-        service = subprocess.Popen([sys.executable, MATH_SERVICE, "slow"], env=env, stdin=subprocess.DEVNULL,
+        service = subprocess.Popen([sys.executable, script, "slow"], env=env, stdin=subprocess.DEVNULL,
                                    stderr=log_file)
     ctx = zmq.Context()
     flooder = ctx.socket(zmq.DEALER)
