@@ -389,8 +389,9 @@ class ChildWorker:
     def send_output(self, stream: str, text: str) -> None:
         """Send printed text to every parent this worker has heard from (best effort)."""
         payload = pack_message(protocol.output(stream, text))
-        if self._io.send_output(payload) and wire_debug(DEBUG):
-            wire.note(self._wire, "sent", payload, "every parent")
+        for sent in self._io.send_output(payload):
+            if wire_debug(DEBUG):
+                wire.note(self._wire, "sent", sent, "every parent")
 
 
 async def _await(awaitable):

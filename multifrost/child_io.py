@@ -107,28 +107,36 @@ class ChildIO:
             elif self._loop is not None:
                 self._loop.call_soon_threadsafe(self.arm_retry)
 
-    def send_output(self, payload: bytes) -> bool:
-        """Send to every parent heard from; False: kept for the reader's next pass, while there is
-        no parent, while output kept before waits, or while another thread holds the socket (it
-        may be logging under the lock, and printed output is how logging reaches the parent:
-        waiting for it would deadlock)."""
+    def send_output(self, payload: bytes) -> Sequence[bytes]:
+        """Send to every parent heard from, after the output kept before it; returns what went
+        out now. Kept for the reader's next pass while there is no parent, or while another
+        thread holds the socket (it may be logging under the lock, and printed output is how
+        logging reaches the parent: waiting for the lock would deadlock)."""
         end = self.end
         if end is None:
             self._early.append(payload)
-            return False
-        if self._early or not self.lock.acquire(blocking=False):
+            return ()
+        if not self.lock.acquire(blocking=False):
             self._early.append(payload)
             if end.peers:
                 self._hidden()  # a pass sends it
-            return False
+            return ()
         try:
             if not end.peers:
                 self._early.append(payload)
-                return False
-            end.send_all(payload)
+                return ()
+            self._early.append(payload)  # behind what waited, in order
+            return self._send_early(end)
         finally:
             self.lock.release()
-        return True
+
+    def _send_early(self, end: ChildEnd) -> list[bytes]:
+        """Under the lock: send the kept output, one at a time (other threads may add to it meanwhile)."""
+        sent = []
+        while self._early:
+            sent.append(self._early.popleft())
+            end.send_all(sent[-1])
+        return sent
 
     def after_pass(self) -> Sequence[bytes]:
         """On the loop, after a pass of the reader: retry held replies; returns early output
@@ -141,12 +149,8 @@ class ChildIO:
                 self.held.flush(end)
             self.arm_retry()
         if self._early and end.peers:
-            early = []
             with self.lock:
-                while self._early:  # one at a time: other threads may add to it meanwhile
-                    early.append(self._early.popleft())
-                    end.send_all(early[-1])
-            return early
+                return self._send_early(end)
         return ()
 
     def arm_retry(self) -> None:

@@ -39,7 +39,7 @@ def test_output_while_another_thread_holds_the_socket_leaves_on_the_next_pass():
         writer = threading.Thread(target=lambda: kept.append(io.send_output(b"printed")))
         writer.start()
         writer.join(LIVENESS)
-        assert not writer.is_alive() and kept == [False]  # kept, not waiting for the lock
+        assert not writer.is_alive() and kept == [()]  # kept, not waiting for the lock
         assert holder.is_alive()
         release.set()
         holder.join()
@@ -50,6 +50,43 @@ def test_output_while_another_thread_holds_the_socket_leaves_on_the_next_pass():
             return got[-1] is not None
         loop.run_until(arrived, timeout=LIVENESS)
         assert got[-1] == b"printed"
+    finally:
+        release.set()
+        io.detach()
+        loop.close()
+        child.close()
+        if parent is not None:
+            parent.close()
+
+
+def test_output_kept_while_the_socket_was_busy_leaves_first_with_the_next_output():
+    """Output kept for a pass is not held back behind it once the lock is free: the next output
+    sends it first, in order (an inline method printing on would otherwise keep piling it up
+    until it returned, past what the kept queue holds)."""
+    child, parent = open_child_end("memory://child-io-order", bind=True), None
+    loop, io = PollLoop(), ChildIO(1024)
+    release = threading.Event()
+    try:
+        parent = open_parent_end("memory://child-io-order", bind=False)
+        io.attach(child, loop, lambda: None)
+        assert parent.send_nowait(b"hello")
+        while io.take() is None:  # the child hears from its parent
+            pass
+        holding = threading.Event()
+
+        def hold():  # as a thread sending a reply would
+            with io.lock:
+                holding.set()
+                release.wait(LIVENESS)
+        holder = threading.Thread(target=hold)
+        holder.start()
+        holding.wait(LIVENESS)
+        kept = [io.send_output(f"kept {i}".encode()) for i in range(3)]
+        release.set()
+        holder.join(LIVENESS)
+        assert kept == [(), (), ()]
+        assert io.send_output(b"next") == [b"kept 0", b"kept 1", b"kept 2", b"next"]
+        assert [parent.recv_blocking(timeout=LIVENESS) for _ in range(4)] == [b"kept 0", b"kept 1", b"kept 2", b"next"]
     finally:
         release.set()
         io.detach()
