@@ -14,27 +14,30 @@ from multifrost import ParentWorker, TransportClosed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PARENT_APP = os.path.join(HERE, "workers", "parent_app.py")
-MATH = os.path.join(HERE, "workers", "math_worker.py")
+MATH = os.path.join(HERE, "workers", "math_worker.py")  # async methods too: served on asyncio
+PLAIN = os.path.join(HERE, "workers", "plain_worker.py")  # plain methods only: served on child_loop.PollLoop
 
 
-def _parent_app(mode, call):
-    proc = subprocess.Popen([sys.executable, PARENT_APP, mode, MATH, json.dumps(call)], stdin=subprocess.PIPE,
+def _parent_app(mode, call, script=MATH):
+    proc = subprocess.Popen([sys.executable, PARENT_APP, mode, script, json.dumps(call)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("pid "), line + proc.stderr.read()
     return proc, int(line.split()[1])
 
 
-@pytest.mark.parametrize("what", ["idle", "plain method", "async method blocking the loop", "grandchild"])
+@pytest.mark.parametrize("what", ["idle", "plain method", "async method blocking the loop", "grandchild",
+                                  "plain method of a worker on a PollLoop"])
 def test_the_child_and_its_session_exit_soon_after_the_parent_is_killed(what, tmp_path):
     marker = str(tmp_path / "started")
-    mode, call = {
-        "idle": ("busy", ["add", [1, 2]]),
-        "plain method": ("busy", ["hold", [marker, 60]]),
-        "async method blocking the loop": ("busy", ["hold_loop", [marker, 60]]),
-        "grandchild": ("call", ["sleeper", [60]]),
+    mode, call, script = {
+        "idle": ("busy", ["add", [1, 2]], MATH),
+        "plain method": ("busy", ["hold", [marker, 60]], MATH),
+        "async method blocking the loop": ("busy", ["hold_loop", [marker, 60]], MATH),
+        "grandchild": ("call", ["sleeper", [60]], MATH),
+        "plain method of a worker on a PollLoop": ("busy", ["hold", [marker, 60]], PLAIN),
     }[what]
-    proc, child = _parent_app(mode, call)
+    proc, child = _parent_app(mode, call, script)
     grandchild = None
     try:
         if what == "grandchild":

@@ -1,7 +1,7 @@
 """A worker without async methods is served on child_loop.PollLoop and never imports asyncio;
-it does everything a worker does: calls, heartbeats, held replies, cancel and deadlines, streams,
-the shutdown grace on SIGTERM/SIGINT, stopping when its parent dies or from another thread."""
-import json
+it does everything a worker does: calls, heartbeats, cancel and deadlines, streams,
+the shutdown grace on SIGTERM/SIGINT, stopping from another thread (when its parent dies:
+tests/test_parent_death.py; held replies to a client that never reads: tests/test_slow_reader.py)."""
 import os
 import signal
 import subprocess
@@ -17,7 +17,6 @@ from multifrost.child import ChildWorker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLAIN = os.path.join(HERE, "workers", "plain_worker.py")
-PARENT_APP = os.path.join(HERE, "workers", "parent_app.py")
 LIVENESS = 30.0  # seconds: a generous bound for what should happen at once
 
 
@@ -121,25 +120,6 @@ def test_stop_from_another_thread_ends_the_worker():
         assert _exit_code(client, pid) == 0
     finally:
         client.close()
-
-
-def test_a_plain_worker_exits_soon_after_its_parent_is_killed(tmp_path):
-    marker = str(tmp_path / "started")
-    proc = subprocess.Popen([sys.executable, PARENT_APP, "busy", PLAIN, json.dumps(["hold", [marker, 60]])],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("pid "), line + proc.stderr.read()
-        child = int(line.split()[1])
-        wait_until(lambda: os.path.exists(marker), "the child is in the method", timeout=LIVENESS)
-        proc.kill()
-        proc.wait()
-        wait_until(lambda: not alive(child), "the orphaned child exited", timeout=10)
-    finally:
-        proc.kill()
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            stream.close()
 
 
 def test_a_plain_service_process_never_imports_asyncio(registry_path):
