@@ -23,6 +23,7 @@ from .channel_base import SEND_RETRY, OutputHandler, _Channel
 from .channel_waiters import Followers, Waiter
 from .codec import Limits
 from .errors import CallTimeoutError, MultifrostError, TransportClosed
+from .spin import Spinner
 from .transports import ParentEnd
 from .transports.base import Wakeup
 
@@ -52,6 +53,7 @@ class SyncChannel(_Channel):
         self._poller = select.poll()
         self._poller.register(end.fileno(), select.POLLIN)
         self._poller.register(self._wake_fd, select.POLLIN)
+        self._spinner = Spinner(end.spins)  # whoever leads waits on it
         self._later: deque = deque()  # issue 15: ids of streams dropped by finalizers, see post_soon
         end.set_reader(self.interrupt)  # a send that hid a reply wakes whoever leads (or will)
 
@@ -207,7 +209,7 @@ class SyncChannel(_Channel):
             if lead:
                 self._run_lead(waiter, deadline, what)
                 return
-            remaining = _remaining(deadline)
+            remaining = None if deadline is None else deadline - time.monotonic()
             if wake.acquire(timeout=-1 if remaining is None else max(remaining, 0)):
                 if waiter.done:  # set before the wake-up was released: no lock needed to see it
                     return
@@ -240,7 +242,7 @@ class SyncChannel(_Channel):
                 return
             if self._stalled:  # the high-water mark refused the outbox: try again soon
                 remaining = SEND_RETRY if remaining is None else min(remaining, SEND_RETRY)
-            for fd, _ in poll(None if remaining is None else _ms(remaining)):
+            for fd, _ in self._spinner.poll(poll, None if remaining is None else _ms(remaining)):
                 if fd == wake_fd:
                     self._clear_wake()
             self._read_pass()
@@ -389,10 +391,6 @@ class SyncChannel(_Channel):
         wake, self._wake = self._wake, None
         if wake is not None:
             wake.close()
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - time.monotonic()
 
 
 def _ms(seconds: float) -> int:

@@ -20,6 +20,8 @@ from collections import deque
 from time import monotonic
 from typing import Any, Callable, Protocol
 
+from .spin import Spinner
+
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +66,7 @@ class PollLoop:
         self._closed = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poller.register(self._wake_r, select.POLLIN)
+        self._spinner = Spinner(False)  # see spin_for
 
     # -- the interface (asyncio's names) ---------------------------------------------------
 
@@ -100,6 +103,10 @@ class PollLoop:
 
     def is_closed(self) -> bool:
         return self._closed
+
+    def spin_for(self, enabled: bool) -> None:
+        """Spin a moment on the descriptors before sleeping (``spin.py``), for an end that spins."""
+        self._spinner.enabled = enabled
 
     def add_signal_handler(self, signum: int, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the loop when ``signum`` arrives (main thread only)."""
@@ -150,7 +157,7 @@ class PollLoop:
     def _step(self, wait: float | None) -> None:
         """One poll, then the readers it found ready, the timers due, and the callbacks ready before."""
         ms = None if wait is None else (0 if wait <= 0 else max(1, int(wait * 1000 + 0.999)))
-        for fd, _ in self._poller.poll(ms):
+        for fd, _ in self._spinner.poll(self._poller.poll, ms):
             if fd == self._wake_r:
                 _drain(fd)
                 continue

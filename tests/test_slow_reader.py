@@ -8,6 +8,7 @@ import time
 import pytest
 import zmq
 
+from helpers import cpu_seconds
 from multifrost import ParentWorker, protocol
 from multifrost.codec import pack_message
 from multifrost.registry import FileRegistry
@@ -16,12 +17,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MATH_SERVICE = os.path.join(HERE, "workers", "math_service.py")  # async methods too: served on asyncio
 PLAIN_SERVICE = os.path.join(HERE, "workers", "plain_worker.py")  # plain methods only: on child_loop.PollLoop
 BUDGET = 1024 * 1024
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.parametrize("script", [MATH_SERVICE, PLAIN_SERVICE], ids=["asyncio", "pollloop"])
@@ -49,11 +44,11 @@ def test_a_client_that_never_reads_is_bounded_and_others_are_served(script, regi
                 assert time.monotonic() < deadline, f"the service never dropped a reply (holds {held} bytes)"
             assert held <= BUDGET
             # Stuck with a client that does not read: the service does not spin.
-            before, started = _cpu_seconds(service.pid), time.monotonic()
+            before, started = cpu_seconds(service.pid), time.monotonic()
             while time.monotonic() - started < 1.0:
                 assert client.call.add(2, 2) == 4
                 time.sleep(0.05)
-            assert _cpu_seconds(service.pid) - before < 0.5 * (time.monotonic() - started)
+            assert cpu_seconds(service.pid) - before < 0.5 * (time.monotonic() - started)
             flooder.close(0)  # gone with replies still held: dropped, a line or two in the log
             deadline = time.monotonic() + 30
             while client.call.backlog()[0]:

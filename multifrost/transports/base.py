@@ -110,6 +110,11 @@ class _End(ABC):
     #: as seen by ``recv_nowait``; a connecting end dials again by itself.
     drops: int = 0
 
+    #: Whether a waiter on ``fileno()`` should spin a moment before sleeping (``spin.py``): true
+    #: for an end without I/O threads of its own, whose peer's answer comes straight to the waiter;
+    #: ZeroMQ's I/O threads need the CPU that spinning would take.
+    spins: bool = False
+
     def __init__(self) -> None:
         self._waiters_lock = threading.Lock()
         self._closing = False

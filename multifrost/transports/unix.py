@@ -53,6 +53,7 @@ class _UnixEnd:
 
     _is_parent: bool
     drops: int
+    spins = True
     _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
     _hidden: Callable[[], None]  # from _End: tell the reader a message waits unannounced
 
