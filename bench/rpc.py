@@ -136,7 +136,7 @@ def pool_latency(pool: ProcessPoolExecutor, calls: int) -> list[float]:
 
 def spawn_to_first_result() -> float:
     t0 = time.perf_counter()
-    with ParentWorker.spawn(os.path.join(HERE, "_add_worker.py"), heartbeat_interval=0) as worker:
+    with ParentWorker.spawn(os.path.join(HERE, "_add_worker.py"), transport="tcp", heartbeat_interval=0) as worker:
         worker.call.add(1, 2)
         return time.perf_counter() - t0
 
@@ -164,11 +164,11 @@ def measure(calls: int = 2000, reps: int = 7, progress: Callable[[str], None] | 
     araw_proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_raw_child.py")],
                                  env={**os.environ, "COMLINK_ZMQ_PORT": str(aport)})
     script = os.path.join(HERE, "_add_worker.py")
-    sync_worker = ParentWorker.spawn(script, heartbeat_interval=0).start()
+    sync_worker = ParentWorker.spawn(script, transport="tcp", heartbeat_interval=0).start()
     pool = ProcessPoolExecutor(1)
     pool.submit(_add, 1, 2).result()
     loop = asyncio.new_event_loop()
-    async_worker = ParentWorker.spawn(script, heartbeat_interval=0)
+    async_worker = ParentWorker.spawn(script, transport="tcp", heartbeat_interval=0)
     loop.run_until_complete(async_worker.astart())
 
     rows: dict[str, dict[str, list[float]]] = {}

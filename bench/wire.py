@@ -47,7 +47,7 @@ def _hook_ns(number: int) -> float:
 
 
 def _call_p50_ns(calls: int) -> float:
-    with ParentWorker.spawn(os.path.join(HERE, "_add_worker.py"), heartbeat_interval=0) as worker:
+    with ParentWorker.spawn(os.path.join(HERE, "_add_worker.py"), transport="tcp", heartbeat_interval=0) as worker:
         add = worker.call.add
         for _ in range(200):
             add(1, 2)

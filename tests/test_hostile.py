@@ -330,7 +330,7 @@ def test_fuzzed_frames_never_stop_the_child(raw_parent):
 
 @pytest.mark.parametrize("api", ["sync", "async"])
 def test_garbage_before_each_reply_never_confuses_the_parent(api):
-    client = CLIENTS[api](ParentWorker.spawn(GARBAGE_ROUTER, default_timeout=10.0, heartbeat_interval=0.05,
+    client = CLIENTS[api](ParentWorker.spawn(GARBAGE_ROUTER, transport="tcp", default_timeout=10.0, heartbeat_interval=0.05,
                                              on_output=lambda stream, text: None))
     client.start()
     token = iter(range(10**9))

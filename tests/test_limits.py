@@ -133,7 +133,7 @@ def test_a_connection_cut_by_an_oversize_reply_fails_the_call_at_once_and_comes_
     """A foreign worker (raw pyzmq, no limits) answers with a frame over the parent's 65 MiB
     maximum: ZeroMQ cuts that connection; the call fails at once with TransportError (it
     has no timeout at all), the connection comes back, and the next call succeeds."""
-    client = CLIENTS[api](ParentWorker.spawn(GARBAGE_ROUTER, on_output=lambda stream, text: None))
+    client = CLIENTS[api](ParentWorker.spawn(GARBAGE_ROUTER, transport="tcp", on_output=lambda stream, text: None))
     client.start()
     try:
         with pytest.raises(TransportError, match="dropped"):

@@ -62,13 +62,14 @@ class ParentWorker(CallPath):
 
     @classmethod
     def spawn(cls, script: str, executable: str | None = None, *, args: tuple = (), env: dict | None = None,
-              cwd: str | None = None, transport: str = "tcp", default_timeout: float | None = None,
+              cwd: str | None = None, transport: str = "auto", default_timeout: float | None = None,
               auto_restart: bool = False, max_restart_attempts: int = 5, heartbeat_interval: float = 5.0,
               heartbeat_timeout: float = 3.0, heartbeat_max_misses: int = 3, start_timeout: float = 10.0,
               circuit_reset_timeout: float = 10.0, on_output: Callable[[str, str], None] | None = None,
               client_name: str | None = None, limits: Limits | None = None,
               metrics: bool = True) -> "ParentWorker":
-        """A worker process running ``script`` (with ``executable``, default this Python)."""
+        """A worker process running ``script`` (with ``executable``, default this Python); ``transport``
+        "auto" is unix for a script on this Python, tcp for any other program."""
         options = WorkerOptions(default_timeout=default_timeout, auto_restart=auto_restart,
                                 max_restart_attempts=max_restart_attempts, heartbeat_interval=heartbeat_interval,
                                 heartbeat_timeout=heartbeat_timeout, heartbeat_max_misses=heartbeat_max_misses,

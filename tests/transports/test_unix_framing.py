@@ -186,14 +186,15 @@ def test_spawn_over_unix_is_refused_for_a_worker_that_is_not_python():
         ParentWorker.spawn("worker.js", executable="node", transport="unix")
 
 
-def test_auto_spawns_this_pythons_workers_over_unix_and_other_programs_over_tcp(tmp_path):
+def test_auto_the_default_spawns_this_pythons_workers_over_unix_and_other_programs_over_tcp(tmp_path):
     from multifrost import ParentWorker
 
     script = _pong_worker(tmp_path)
-    with ParentWorker.spawn(script, transport="auto", heartbeat_interval=0, default_timeout=30) as worker:
+    with ParentWorker.spawn(script, heartbeat_interval=0, default_timeout=30) as worker:
         assert worker.endpoint.startswith("unix://")
         assert worker.call.ping() == "pong"
-    node = ParentWorker.spawn("worker.js", executable="node", transport="auto")
-    assert node._target.transport == "tcp"
+    assert ParentWorker.spawn(script, transport="auto")._target.transport == "unix"
+    for chosen in ({}, {"transport": "auto"}):
+        assert ParentWorker.spawn("worker.js", executable="node", **chosen)._target.transport == "tcp"
     with pytest.raises(ValueError, match="must be one of auto, tcp, ipc, unix"):
         ParentWorker.spawn(script, transport="udp")
