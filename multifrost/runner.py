@@ -171,7 +171,13 @@ def _serve(worker, end) -> None:
         with _signals(asyncio.get_running_loop(), signums, worker.stop):
             await worker.serve(end)
 
-    asyncio.run(main())
+    if not hasattr(asyncio, "Runner"):  # Python 3.10: no loop factory, no spinning
+        asyncio.run(main())
+        return
+    from .spin_loop import spinning_loop
+
+    with asyncio.Runner(loop_factory=lambda: spinning_loop(end.spins)) as runner:
+        runner.run(main())
 
 
 @contextmanager

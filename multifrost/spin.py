@@ -35,13 +35,14 @@ class Spinner:
         self._skip = 0  # waits left that sleep without spinning
         self._backoff = 0  # how many the next fruitless spin makes
 
-    def poll(self, poll: Poll, ms: int | None) -> list:
-        """``poll(ms)`` (``ms`` None: no limit), spinning on ``poll(0)`` first while that pays."""
-        if ms == 0 or not self.enabled:
-            return poll(ms)
+    def poll(self, poll: Poll, wait: float | None) -> list:
+        """``poll(wait)``, spinning on ``poll(0)`` first while that pays; ``wait`` is what ``poll``
+        takes (milliseconds for ``select.poll``, seconds for a selector; None: no limit; 0: no spin)."""
+        if wait == 0 or not self.enabled:
+            return poll(wait)
         if self._skip:
             self._skip -= 1
-            return poll(ms)
+            return poll(wait)
         end = perf_counter() + SPIN
         while True:
             ready = poll(0)
@@ -51,7 +52,7 @@ class Spinner:
             if perf_counter() >= end:
                 break
         self._skip = self._backoff = min(BACKOFF, self._backoff * 2 or 1)
-        return poll(ms)
+        return poll(wait)
 
 
 def _cpus() -> int:

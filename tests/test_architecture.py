@@ -10,7 +10,7 @@ RANK = {
     "_limits": 1, "_codec_slow": 1, "_codec": 1, "_codec_fallback": 1, "codec": 1, "timeouts": 1, "heap": 1, "spin": 1,
     "protocol": 2, "extensions": 2, "current_call": 2, "tracing": 2, "wire": 2, "spawn_env": 2,
     "transports": 3, "registry": 3, "registry_redis": 3, "registries": 3, "hostaddr": 3, "registry_lock": 3, "process": 3, "metrics": 3, "logs": 3,
-    "parent_watch": 3, "options": 3, "child_loop": 3,
+    "parent_watch": 3, "options": 3, "child_loop": 3, "spin_loop": 3,
     "channel_base": 4, "channel_waiters": 4, "channel_sync": 4, "channel_async": 4, "channel": 4, "target": 4, "proxy": 4, "exit_hooks": 4, "streams": 4,
     "held": 4, "child_io": 4, "child_methods": 4, "child_shutdown": 4, "child_streams": 4, "child_ext": 4, "child_watchdog": 4,
     "parent": 5, "targets": 5, "child": 5, "runner": 5, "pool": 5, "service": 5, "service_pool": 5,

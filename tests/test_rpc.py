@@ -288,7 +288,7 @@ def test_close_leaves_nothing_behind(worker_script):
 def test_list_functions():
     assert MathWorker().list_functions() == [
         "aadd", "add", "asleep", "backlog", "crash", "echo", "echo_all", "fail", "hold", "hold_loop", "length",
-        "make_bytes", "make_list", "pid", "say", "sleep", "sleeper", "threads", "unencodable", "wait_for", "warn"]
+        "make_bytes", "make_list", "pid", "say", "sleep", "sleeper", "threads", "unencodable", "wait_for", "waits_by", "warn"]
 
 
 def test_quick_method_that_blocks_later_is_covered_by_the_watchdog(client, tmp_path):

@@ -15,6 +15,7 @@ from multifrost.spin import BACKOFF, SPIN, Spinner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLAIN = os.path.join(HERE, "workers", "plain_worker.py")
+MATH = os.path.join(HERE, "workers", "math_worker.py")  # async methods too: served on asyncio
 TWO_CPUS = len(os.sched_getaffinity(0)) > 1
 
 
@@ -101,10 +102,19 @@ def test_only_ends_without_io_threads_spin():
         assert not tcp._sync.channel.end.spins and not tcp._sync.channel._spinner.enabled
 
 
-def test_an_idle_worker_and_a_caller_of_a_slow_method_do_not_spin(tmp_path):
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner (a loop factory) is Python 3.11's")
+def test_a_worker_with_async_methods_waits_on_a_selector_that_spins_over_unix_only():
+    with ParentWorker.spawn(MATH, transport="unix") as unix, ParentWorker.spawn(MATH, transport="tcp") as tcp:
+        assert unix.call.waits_by() == ["SpinningSelector", TWO_CPUS]
+        assert tcp.call.waits_by() == ["SpinningSelector", False]
+        assert unix.call.aadd(1, 2) == tcp.call.aadd(1, 2) == 3
+
+
+@pytest.mark.parametrize("script", [PLAIN, MATH], ids=["pollloop", "asyncio"])
+def test_an_idle_worker_and_a_caller_of_a_slow_method_do_not_spin(script, tmp_path):
     """After a burst of quick calls (spinning pays), a second with no calls costs the worker next
     to no CPU, and a call that takes half a second costs its caller next to none."""
-    with ParentWorker.spawn(PLAIN, transport="unix") as worker:
+    with ParentWorker.spawn(script, transport="unix") as worker:
         for _ in range(300):
             assert worker.call.add(1, 2) == 3
         before = cpu_seconds(worker.pid)

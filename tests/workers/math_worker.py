@@ -90,6 +90,11 @@ class MathWorker(ChildWorker):
     def threads(self):
         return threading.active_count()
 
+    def waits_by(self):
+        """The class of the serving loop's selector, and whether it spins before sleeping."""
+        selector = self._loop._selector
+        return [type(selector).__name__, getattr(selector, "_spinner", None) is not None and selector._spinner.enabled]
+
     def crash(self, code):
         os.write(2, f"about to crash with {code}\n".encode())  # straight to the process's stderr
         os._exit(code)
