@@ -228,6 +228,7 @@ def test_start_failures(api, tmp_path):
     with pytest.raises(WorkerStartError) as info:
         client.start()
     assert info.value.exit_code == 7 and "broken worker" in info.value.stderr_tail
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no unanswered probe chained to it
 
     silent = tmp_path / "silent.py"
     silent.write_text("import time\ntime.sleep(60)\n")

@@ -214,13 +214,14 @@ class Driver:
         return verdict if isinstance(verdict, MultifrostError) else None
 
     def check_start(self, channel: Any, process: ChildProcess | None) -> None:
-        """A start-up probe went unanswered: raise if the handshake was refused or the child exited."""
+        """A start-up probe went unanswered: raise if the handshake was refused or the child exited
+        (not chained to the probe's timeout, which says nothing the exit does not)."""
         channel.end.check()  # a refused security handshake: AuthenticationError now, not a timeout
         if process is not None:
             process.read_stderr()
             if process.returncode is not None:
                 raise WorkerStartError(f"{self.target.describe()} {process.describe_exit()} before it connected",
-                                       exit_code=process.returncode, stderr_tail=process.stderr_tail())
+                                       exit_code=process.returncode, stderr_tail=process.stderr_tail()) from None
 
     def started(self, generation: int, reply: protocol.Message, channel: Any) -> None:
         self.note_extensions(reply, channel)  # issue 15
