@@ -143,7 +143,6 @@ class ChildWorker:
         """``serve`` on a ``child_loop.PollLoop`` that this thread runs: for a worker without
         async methods (``_needs_asyncio()`` is False), which then never imports asyncio."""
         stopping = threading.Event()
-        loop.spin_for(end.spins)
         watchdog = self._open(end, loop, stopping)
         try:
             self._on_readable()

@@ -55,7 +55,8 @@ class Timer:
 class PollLoop:
     """One thread's loop over ``select.poll``; see the module's docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, spins: bool = False) -> None:
+        """``spins``: wait by spinning a moment before sleeping (``spin.py``), for an end that spins."""
         self._poller = select.poll()
         self._readers: dict[int, tuple[Callable[..., object], tuple]] = {}
         self._ready: deque[tuple[Callable[..., object], tuple]] = deque()
@@ -66,7 +67,7 @@ class PollLoop:
         self._closed = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poller.register(self._wake_r, select.POLLIN)
-        self._spinner = Spinner(False)  # see spin_for
+        self._spinner = Spinner(spins)
 
     # -- the interface (asyncio's names) ---------------------------------------------------
 
@@ -103,10 +104,6 @@ class PollLoop:
 
     def is_closed(self) -> bool:
         return self._closed
-
-    def spin_for(self, enabled: bool) -> None:
-        """Spin a moment on the descriptors before sleeping (``spin.py``), for an end that spins."""
-        self._spinner.enabled = enabled
 
     def add_signal_handler(self, signum: int, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the loop when ``signum`` arrives (main thread only)."""

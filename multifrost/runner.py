@@ -158,7 +158,7 @@ def _serve(worker, end) -> None:
     # Signal handlers can only be installed from the main thread; elsewhere stop() ends it.
     signums = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
     if not worker._needs_asyncio():
-        loop = PollLoop()
+        loop = PollLoop(spins=end.spins)
         try:
             with _signals(loop, signums, worker.stop):
                 worker.serve_on(loop, end)

@@ -100,6 +100,7 @@ def test_only_ends_without_io_threads_spin():
     with ParentWorker.spawn(PLAIN, transport="unix") as unix, ParentWorker.spawn(PLAIN, transport="tcp") as tcp:
         assert unix._sync.channel.end.spins and unix._sync.channel._spinner.enabled == TWO_CPUS
         assert not tcp._sync.channel.end.spins and not tcp._sync.channel._spinner.enabled
+        assert unix.call.spins() == TWO_CPUS and tcp.call.spins() is False  # the workers' PollLoops
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner (a loop factory) is Python 3.11's")

@@ -23,6 +23,10 @@ class PlainWorker(ChildWorker):
         """The class of the loop serving this worker, and the asyncio modules this process imported."""
         return [type(self._loop).__name__, sorted(m for m in sys.modules if m.split(".")[0] == "asyncio")]
 
+    def spins(self):
+        """Whether the serving PollLoop spins before it sleeps."""
+        return self._loop._spinner.enabled
+
     def add(self, a, b):
         return a + b
 
