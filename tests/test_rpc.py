@@ -343,3 +343,30 @@ def test_a_task_cancelled_before_it_started_is_forgotten_when_the_worker_stops()
         await abandon_in_flight(child)
         assert task.cancelled() and child._tasks == set()
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_close_sends_shutdown_only_while_no_other_thread_uses_the_end(worker_script, transport):
+    """The end is not thread-safe (a ZeroMQ socket least of all): close() from one thread must
+    not send its SHUTDOWN while a caller's thread holds the end (as the leader does in a pass)."""
+    import threading
+    worker = ParentWorker.spawn(worker_script, transport=transport)
+    worker.start()
+    assert worker.call.add(1, 2) == 3
+    channel = worker._sync.channel
+    end, send = channel.end, channel.end.send_nowait
+    held, seen = threading.Event(), []
+
+    def watched(payload):
+        seen.append(held.is_set())
+        return send(payload)
+    end.send_nowait = watched
+    channel._io.acquire()
+    held.set()
+    closer = threading.Thread(target=worker.close)
+    closer.start()
+    closer.join(0.3)  # time for a close that ignored the lock to send
+    held.clear()
+    channel._io.release()
+    closer.join(30)
+    assert not closer.is_alive() and seen and not any(seen)

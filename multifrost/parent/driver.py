@@ -130,7 +130,10 @@ class Driver:
             self.channel = self.process = self.generation = None
         if channel is not None:
             if action.shutdown and process is not None:
-                channel.end.send_nowait(pack_message(protocol.shutdown()))
+                try:  # through the channel: its I/O lock keeps other threads off the end meanwhile
+                    channel.post(pack_message(protocol.shutdown()))
+                except MultifrostError:  # the channel failed or its end broke: stopping the process still stops it
+                    pass
             channel.fail_all(action.reason, final=True)
         return channel, process
 
