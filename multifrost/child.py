@@ -26,7 +26,7 @@ from .child_io import ChildIO
 from .child_shutdown import abandon_in_flight, answer_stuck, finish_in_flight, finish_in_flight_on
 from .child_loop import PollLoop
 from .child_methods import Gone, awaitable, error_payload, needs_asyncio, resolve, result_payload
-from .child_watchdog import TAKEOVER, watch
+from .child_watchdog import TAKEOVER, Watchdog
 from .codec import Limits, pack_message
 from .errors import ProtocolError
 from .extensions import announce
@@ -85,8 +85,7 @@ class ChildWorker:
         self._loop_thread: int | None = None
         self._stopping: asyncio.Event | threading.Event = None  # type: ignore[assignment]
         self._stop_asked = False  # stop() was called (before serve() had a loop, or while serving): refuse calls
-        self._serving = threading.Event()
-        self._watch_stop = threading.Event()
+        self._watchdog = Watchdog(self)
         self._tasks: set[asyncio.Task] = set()
         self._pool_calls: dict[Future, tuple[bytes, str]] = {}  # -> (peer, msg_id)
         self._stuck_calls = 0  # plain calls still running when serve() returned
@@ -129,13 +128,13 @@ class ChildWorker:
         import asyncio
 
         stopping = asyncio.Event()
-        watchdog = self._open(end, asyncio.get_running_loop(), stopping)
+        self._open(end, asyncio.get_running_loop(), stopping)
         try:
             self._on_readable()
             await stopping.wait()
             await finish_in_flight(self)
         finally:
-            self._close(end, watchdog)
+            self._close(end)
             await abandon_in_flight(self)
             self._closed()
 
@@ -143,17 +142,17 @@ class ChildWorker:
         """``serve`` on a ``child_loop.PollLoop`` that this thread runs: for a worker without
         async methods (``_needs_asyncio()`` is False), which then never imports asyncio."""
         stopping = threading.Event()
-        watchdog = self._open(end, loop, stopping)
+        self._open(end, loop, stopping)
         try:
             self._on_readable()
             loop.run_until(stopping.is_set)
             finish_in_flight_on(self, loop)
         finally:
-            self._close(end, watchdog)
+            self._close(end)
             answer_stuck(self)
             self._closed()
 
-    def _open(self, end: ChildEnd, loop: ChildLoop, stopping: asyncio.Event | threading.Event) -> threading.Thread:
+    def _open(self, end: ChildEnd, loop: ChildLoop, stopping: asyncio.Event | threading.Event) -> None:
         """Start serving ``end`` on ``loop`` (its thread calls this): the pool, the readers, the watchdog."""
         self._loop, self._loop_thread = loop, threading.get_ident()
         self._wire = bind(wire.log, worker_id=type(self).__name__, service_id=self.service_id, pid=os.getpid())
@@ -161,27 +160,20 @@ class ChildWorker:
         if self._stop_asked:
             stopping.set()
         self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="multifrost-call")
-        self._serving.set()
-        self._watch_stop.clear()
         self._io.attach(end, loop, self._on_readable)
         wakeup = self._io.wakeup
         assert wakeup is not None  # attach made it
-        watchdog = threading.Thread(target=watch, args=(self, end.fileno(), wakeup.fd), name="multifrost-watchdog",
-                                    daemon=True)
-        watchdog.start()
+        self._watchdog.start(end.fileno(), wakeup.fd)
         loop.add_reader(end.fileno(), self._on_readable)
         loop.add_reader(wakeup.fd, self._on_wakeup)
-        return watchdog
 
-    def _close(self, end: ChildEnd, watchdog: threading.Thread) -> None:
+    def _close(self, end: ChildEnd) -> None:
         """Stop reading: the readers off the loop, the watchdog ended (calls in flight go on)."""
         wakeup = self._io.wakeup
         assert wakeup is not None  # detached only by _closed
         for fd in (end.fileno(), wakeup.fd):
             self._loop.remove_reader(fd)
-        self._serving.clear()
-        self._watch_stop.set()
-        watchdog.join()
+        self._watchdog.stop()
 
     def _closed(self) -> None:
         """Serving has ended (calls in flight answered or abandoned): let the pool and the end go."""
@@ -308,6 +300,8 @@ class ChildWorker:
     def _run_inline(self, peer: bytes, msg_id: str, fn: Callable, args: list, context=None) -> None:
         """Run a plain method on the loop thread; the watchdog covers for it if it blocks."""
         self._inline_since = started = monotonic()
+        if self._watchdog.idle:
+            self._watchdog.busy()
         try:
             result = fn(*args) if context is None else self._ext.run(peer, context, fn, args)
         except Exception as exc:  # the method's failure is the caller's answer
