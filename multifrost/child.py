@@ -210,6 +210,7 @@ class ChildWorker:
             self._serve_ready()
         finally:
             io.reading = False
+            io.uncork()
         for payload in io.after_pass():
             if wire_debug(DEBUG):
                 wire.note(self._wire, "sent", payload, "every parent")

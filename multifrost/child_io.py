@@ -1,5 +1,6 @@
 """The worker's socket: sends from any thread, replies held for peers that are not reading,
-output sent before anyone listened, and waking the one reader when a send hid a message.
+output sent before anyone listened, replies of one pass of the reader sent together (over an
+end that ``coalesces``), and waking the one reader when a send hid a message.
 
 A ChildEnd is not thread-safe, and replies leave from the loop, from pool threads and from
 the watchdog: every socket operation takes ``lock``. Reading is the worker's (its reader,
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from .child_loop import ChildLoop, TimerHandle
 
 HELD_RETRY = 0.1  # seconds: held replies are retried on every pass of the reader, and at least this often
+CORK_REPLIES = 64  # replies of one pass kept back at most: the kept ones leave when one more comes
 EARLY_OUTPUT = 1000  # output lines kept while no parent has been heard from
 
 
@@ -32,6 +34,8 @@ class ChildIO:
         self.held = HeldReplies(max_held_bytes)  # replies to peers that are not reading
         self.end: ChildEnd | None = None
         self.reading = False  # the loop is in a pass of the reader: it will look again anyway
+        self._coalesce = False  # the end coalesces: the loop's replies during a pass wait for its end
+        self._corked: deque[tuple[bytes, bytes]] = deque()  # those replies (appended by the loop only)
         self.wakeup: Wakeup | None = None  # rung by other threads for the reader
         self._early: deque[bytes] = deque(maxlen=EARLY_OUTPUT)
         self._loop: ChildLoop | None = None
@@ -45,10 +49,12 @@ class ChildIO:
         self._loop, self._loop_thread, self._reader = loop, threading.get_ident(), reader
         self.wakeup = Wakeup()
         self.end = end
+        self._coalesce = end.coalesces
         end.set_reader(self._hidden)
 
     def detach(self) -> None:
         """Stop serving: forget the end (it stays open for the runner to close) and the timer."""
+        self.uncork()
         end, self.end = self.end, None
         if end is not None:
             end.set_reader(None)
@@ -94,13 +100,37 @@ class ChildIO:
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, peer: bytes, payload: bytes) -> None:
-        """Send one reply from any thread; hold it while the peer is not reading."""
+        """Send one reply from any thread; hold it while the peer is not reading. On the loop during
+        a pass over an end that coalesces, it waits for the pass's end (``uncork``) with the others."""
         end = self.end
         if end is None:
+            return
+        if self.reading and self._coalesce and threading.get_ident() == self._loop_thread:
+            self._corked.append((peer, payload))
+            if len(self._corked) > CORK_REPLIES:
+                self.uncork()
             return
         with self.lock:
             if self.held.send(end, peer, payload):
                 return
+        self._retry_held()
+
+    def uncork(self) -> None:
+        """Send the replies a pass kept back, in order (the loop as its pass ends, or the watchdog
+        as it takes over from a method that holds the loop mid-pass)."""
+        corked = self._corked
+        if not corked:
+            return
+        end = self.end
+        with self.lock:
+            while corked:
+                peer, payload = corked.popleft()
+                if end is not None:
+                    self.held.send(end, peer, payload)
+        self._retry_held()
+
+    def _retry_held(self) -> None:
+        """From any thread: when replies are held, have the loop retry them soon."""
         if self.held:
             if threading.get_ident() == self._loop_thread:
                 self.arm_retry()

@@ -74,6 +74,7 @@ class Watchdog:
                 if self._wake.wait(TAKEOVER):  # a late busy() after _park, or stop(): look again
                     self._wake.clear()
                 continue
+            worker._io.uncork()  # replies the loop's pass kept back must not wait for the method
             worker._serve_ready()
             if any(fd == wakeup_fd for fd, _ in poller.poll(TAKEOVER * 1000)):
                 worker._io.clear_wakeup()  # then read at once: the loop may be free again, and the

@@ -17,13 +17,18 @@ class _Worker:
     def __init__(self):
         self._inline_since = None
         self.passes = 0
+        self.steps = []
         self._io = self
 
     def _serve_ready(self):
         self.passes += 1
+        self.steps.append("pass")
 
     def clear_wakeup(self):
         pass
+
+    def uncork(self):
+        self.steps.append("uncork")
 
 
 def _watching(worker):
@@ -54,6 +59,7 @@ def test_an_idle_watchdog_parks_and_the_next_inline_run_wakes_it_in_time_to_take
         assert not watchdog.parked
         wait_until(lambda: worker.passes > 0, "the watchdog takes over the blocked loop's reading")
         assert time.monotonic() - worker._inline_since >= TAKEOVER
+        assert worker.steps[:2] == ["uncork", "pass"]  # first the replies the blocked pass kept back
         worker._inline_since = None
         wait_until(lambda: watchdog.parked, "it parks again once nothing runs inline", timeout=PARK * 20)
     finally:

@@ -115,6 +115,12 @@ class _End(ABC):
     #: ZeroMQ's I/O threads need the CPU that spinning would take.
     spins: bool = False
 
+    #: Whether sends made back to back cost less than the same sends spread out: true for ZeroMQ,
+    #: where one wake-up of the I/O thread carries the lot, so a worker sends the replies of one
+    #: pass of its reader together as the pass ends (``child_io``). A unix send is one system
+    #: call either way, and holding replies back only delays them.
+    coalesces: bool = False
+
     def __init__(self) -> None:
         self._waiters_lock = threading.Lock()
         self._closing = False

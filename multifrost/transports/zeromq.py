@@ -83,6 +83,8 @@ _ZMQError = zmq.ZMQError
 class _ZmqEnd(_Watched):
     """Socket setup, bind/connect, fileno and close shared by both ZeroMQ ends."""
 
+    coalesces = True  # see transports.base._End
+
     _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
     _reader: Callable[[], object] | None  # from _End: who to wake when a send hides a message
     _soon: Callable[[Callable[[], None]], object] | None  # from _End: runs a put-off look (see set_reader)
