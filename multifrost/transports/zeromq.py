@@ -61,6 +61,7 @@ from zmq.backend import Socket as _BaseSocket
 from ..errors import TransportClosed, TransportError
 from . import Curve, Endpoint
 from .base import ChildEnd, ParentEnd
+from .zeromq_cork import SendCork
 from .zeromq_context import _bind, _released, _remove_socket_file, _shared_context, shutdown, RELEASE_GRACE
 from .zeromq_monitor import _DIALLING, _DISCONNECTED, _HANDSHAKE_FAILED, _Watched
 
@@ -234,8 +235,27 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
                  max_message_size: int, curve: Curve | None = None) -> None:
         ParentEnd.__init__(self)
         self._open(zmq.DEALER, endpoint, bind, sndhwm, rcvhwm, max_message_size, curve)
+        self._cork = SendCork(self._send_at_once)  # a burst of sends on the reader's loop leaves together
+
+    def set_reader(self, callback: Callable[[], object] | None,
+                   soon: Callable[[Callable[[], None]], object] | None = None) -> None:
+        super().set_reader(callback, soon)
+        self._cork.on_loop(soon)
+
+    def close(self, linger: float = 0.0) -> None:
+        self._cork.drop()
+        super().close(linger)
 
     def send_nowait(self, payload: bytes) -> bool:
+        return self._cork.send(payload)
+
+    def _ready(self) -> int:
+        ready = super()._ready()
+        if not self._send_refused and self._cork.refused:  # room: what the cork kept goes now
+            self._cork.flush()
+        return ready
+
+    def _send_at_once(self, payload: bytes) -> bool:
         try:
             self._send(b"", _MORE_NOBLOCK)
             self._send(payload, _NOBLOCK)
@@ -273,6 +293,7 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
         call) once for the lot instead of once a message (EVENTS before each receive); a reader that
         takes one at a time keeps the looks, as the receive that finds nothing raises zmq.Again,
         which costs more than a look."""
+        self._cork.flush()  # what the loop's sends put off goes before the reader waits again
         payloads = self._until_again() if self._soon is not None else super().recv_all()
         self._unchecked = False  # the last look, or the receive that found nothing, re-armed fileno()
         return payloads
