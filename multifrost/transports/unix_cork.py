@@ -7,8 +7,9 @@ them go (``flush``). Or the send runs on the event loop of a reader that gave ``
 (``set_reader``) and is not the first since the last flush: the first of a burst goes at once (a
 lone call pays for no extra turn of the loop, and the peer starts on a burst before it ends), the
 next wait, and the first of those queues ``flush`` with ``soon``, which runs before the loop next
-waits (or the reader's next receive lets them go sooner). A send from any other thread is never put
-off, ``on_loop(None)`` (the reader left) lets what waits go at once, and so does ``close``.
+waits (or the reader's next receive lets them go sooner). A send from any other thread, or once the
+reader's loop is closed, is never put off; ``on_loop(None)`` (the reader left) lets what waits go at
+once, and so does ``close``.
 """
 from __future__ import annotations
 
@@ -49,10 +50,14 @@ class Corks:
                 self.flush()
             self._went = on_loop
         elif on_loop and not self._queued:
-            self._queued = True
             soon = self._soon
             assert soon is not None  # _thread is set only with it
-            soon(self._flush_queued)
+            try:
+                soon(self._flush_queued)
+                self._queued = True
+            except RuntimeError:  # the reader's loop is closed: nothing would run the flush
+                self.on_loop(None)
+                defer = False
         if not conn.write(payload, defer):
             return False
         if defer and conn not in self._held:

@@ -178,6 +178,16 @@ def test_sends_from_another_thread_are_never_put_off(link):
     on_loop(parent, lambda: expect(asyncio.to_thread(from_a_thread), frame(b"t1") + frame(b"t2")))
 
 
+def test_sends_after_the_readers_loop_closed_go_at_once(link):
+    """Nothing would run a flush queued on a closed loop: a send in its thread goes at once instead."""
+    parent, peer = link
+    loop = asyncio.new_event_loop()
+    parent.set_reader(lambda: None, loop.call_soon)
+    loop.close()
+    assert parent.send_nowait(b"a") and parent.send_nowait(b"b") and parent.send_nowait(b"c")
+    assert arrived_now(peer) == frame(b"a") + frame(b"b") + frame(b"c")
+
+
 def test_a_send_refused_mid_burst_leaves_every_frame_before_it_in_order(link):
     """Small frames put off, large ones that fill the kernel buffer (queued to the writer thread) until the
     high-water mark refuses a send: every accepted frame reaches the peer, in order, while the loop sleeps."""
