@@ -11,7 +11,7 @@ import contextlib
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable
 
 from .. import exit_hooks, extensions, tracing
 from .._limits import Limits
@@ -261,13 +261,17 @@ class ParentWorker(CallPath):
             raise error
         return self
 
-    async def acall_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
-                             namespace: str | None = None) -> Any:
-        """Call ``function(*args)`` in the worker and return its result (async API)."""
-        if tracing.ENABLED and tracing.recording():  # issue 15: a CLIENT span, whose traceparent the CALL carries
-            with tracing.client_call(function):
-                return await self._acall_function(function, args, timeout, namespace, tracing.current_traceparent())
-        return await self._acall_function(function, args, timeout, namespace)
+    def acall_function(self, function: str, args: Iterable[Any] = (), timeout: float | None = _UNSET,
+                       namespace: str | None = None) -> Coroutine[Any, Any, Any]:
+        """Call ``function(*args)`` in the worker and return its result (async API): await what it returns.
+        (It returns the call's coroutine itself: no coroutine of its own on a pipelined call's path.)"""
+        if tracing.ENABLED and tracing.recording():
+            return self._acall_traced(function, args, timeout, namespace)
+        return self._acall_function(function, args, timeout, namespace)
+
+    async def _acall_traced(self, function: str, args: Iterable[Any], timeout: Any, namespace: str | None) -> Any:
+        with tracing.client_call(function):  # issue 15: a CLIENT span, whose traceparent the CALL carries
+            return await self._acall_function(function, args, timeout, namespace, tracing.current_traceparent())
 
     async def _acall_function(self, function: str, args: Iterable[Any], timeout: Any, namespace: str | None,
                               traceparent: str | None = None) -> Any:
@@ -281,7 +285,8 @@ class ParentWorker(CallPath):
             channel = driver.channel
             if channel is None or not driver.ready.is_set():
                 channel, timeout = await driver.wait_ready(timeout, permit)
-            reply = await channel.request(msg_id, payload, timeout, self._what(function))
+            # what the call is, for its timeout's message only: not built for a call without one
+            reply = await channel.request(msg_id, payload, timeout, "" if timeout is None else self._what(function))
         except BaseException as exc:
             self._failed(exc, started, permit, msg_id, function)
             self._abandoned(msg_id, exc)

@@ -117,8 +117,8 @@ class _End(ABC):
 
     #: Whether sends made back to back cost less than the same sends spread out: true for ZeroMQ,
     #: where one wake-up of the I/O thread carries the lot, so a worker sends the replies of one
-    #: pass of its reader together as the pass ends (``child_io``). A unix send is one system
-    #: call either way, and holding replies back only delays them.
+    #: pass of its reader together as the pass ends (``child_io``). A unix end batches a drain's
+    #: replies into one system call by itself (``unix_cork``); holding them longer only delays them.
     coalesces: bool = False
 
     def __init__(self) -> None:

@@ -2,7 +2,8 @@
 
 The thread (or event loop) that calls ``send_nowait`` / ``recv_nowait`` does the socket I/O itself, so a round
 trip costs two wake-ups instead of ZeroMQ's four. Framing and writing are in
-:mod:`multifrost.transports.unix_conn`, the socket file in ``unix_path``.
+:mod:`multifrost.transports.unix_conn`, the socket file in ``unix_path``, when the frames a burst of
+sends puts off leave (one system call for many) in ``unix_cork``.
 
 Either end may bind (the parent in spawn mode, the child in connect-style use) or connect. A bound end
 listens; a parent end has one connection at a time (a newer connection replaces an older one, as a restarted
@@ -40,6 +41,7 @@ from ..errors import TransportClosed, TransportError
 from . import Endpoint
 from .base import ChildEnd, ParentEnd, Wakeup
 from .unix_conn import Connection
+from .unix_cork import Corks
 from .unix_path import Listener
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ class _UnixEnd:
         self._conns: dict[int, Connection] = {}
         self._only: Connection | None = None  # the one connection read without asking epoll (see _adopt)
         self._inbox: deque = deque()
-        self._corked: list[Connection] = []  # connections holding deferred frames
+        self._corks = Corks(self._gone)  # frames put off, and when they leave
         self._looked = False  # the last look at the sockets drained them (see _take)
         self._listener: Listener | None = None
         self._listen_fd = -1
@@ -136,8 +138,7 @@ class _UnixEnd:
         if self._conns.pop(conn.fd, None) is None:
             return
         self._only = None
-        if conn in self._corked:
-            self._corked.remove(conn)
+        self._corks.forget(conn)
         self._lost(conn)
         try:
             self._epoll.unregister(conn.fd)
@@ -214,28 +215,13 @@ class _UnixEnd:
             self._hidden()
 
     def _send_on(self, conn: Connection, payload) -> bool:
-        """Write one frame; False (the connection dropped, redialled when connecting) when it broke.
-
-        While received messages wait in the inbox, the user is mid-drain and will call ``recv_nowait``
-        again: a small frame then waits until the inbox is empty (one system call for a batch's replies).
-        Sends are not put off to the end of an event loop's turn: measured, that stalls a pipeline
-        (the peer waits for the whole turn's batch; 40k against 60k calls/s with 256 in flight).
-        """
-        defer = bool(self._inbox)
-        if not defer and self._corked:
-            self._uncork()
-        if conn.write(payload, defer):
-            if defer and conn not in self._corked:
-                self._corked.append(conn)
+        """Write one frame, maybe put off (``unix_cork``); False (the connection dropped, redialled when
+        connecting) when it broke. While received messages wait in the inbox, the user is mid-drain and
+        will call ``recv_nowait`` again: a small frame then waits until the inbox is empty."""
+        if self._corks.write(conn, payload, bool(self._inbox)):
             return True
         self._gone(conn)
         return False
-
-    def _uncork(self) -> None:
-        corked, self._corked = self._corked, []
-        for conn in corked:
-            if not conn.uncork():
-                self._gone(conn)
 
     def _take(self):
         """The next inbox item after at most one look at the sockets, or None."""
@@ -243,8 +229,7 @@ class _UnixEnd:
             raise self._closed_error()
         inbox = self._inbox
         if not inbox:
-            if self._corked:
-                self._uncork()
+            self._corks.flush()
             if self._looked:  # the last look read everything there was: the descriptor
                 self._looked = False  # (level-triggered) tells when there is more
                 return None
@@ -282,8 +267,7 @@ class _UnixEnd:
                 return
             self._closed = True
         self._wake_waiters()
-        for conn in self._corked:
-            conn.uncork()  # deferred replies leave as a send would have sent them
+        self._corks.close()
         until = time.monotonic() + linger if linger > 0 else None
         for conn in list(self._conns.values()):
             conn.close(until)
@@ -330,6 +314,11 @@ class UnixParentEnd(_UnixEnd, ParentEnd):
 
     def recv_nowait(self) -> bytes | None:
         return self._take()
+
+    def set_reader(self, callback: Callable[[], object] | None,
+                   soon: Callable[[Callable[[], None]], object] | None = None) -> None:
+        super().set_reader(callback, soon)
+        self._corks.on_loop(soon)  # with soon, sends on the reader's loop leave once per turn (unix_cork)
 
     def recv_all(self) -> list[bytes]:
         """``recv_nowait`` until None, taking what one look brought in at once (a sync call reads here)."""

@@ -31,6 +31,7 @@ _SMALL = 16 * 1024  # payloads up to this size are joined to their header and se
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 _MAX_FRAME = 0xFFFFFFFF  # what the 4-byte length can say
 _identities = itertools.count(1)
+CORK_MAX = 32  # frames a connection holds back at most: the peer starts on a burst before it ends
 
 
 class Connection:
@@ -146,14 +147,14 @@ class Connection:
     def write(self, payload: bytes | bytearray | memoryview, defer: bool = False) -> bool:
         """Send one frame, queueing what the kernel does not take now; False when the connection broke.
 
-        ``defer``: a small frame may wait in this process until the next ``uncork`` or write, so
-        that a burst of replies leaves in one system call.
+        ``defer``: a small frame may wait in this process until the next ``uncork`` or write (or
+        until ``CORK_MAX`` wait), so that a burst of frames leaves in one system call.
         """
         size = len(payload)
         corked = self._corked
         if size <= _SMALL:
             frame = size.to_bytes(4, "big") + payload
-            if defer and self._writer is None:
+            if defer and self._writer is None and len(corked) < CORK_MAX:
                 corked.append(frame)
                 return True
             if corked:
