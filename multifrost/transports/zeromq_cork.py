@@ -3,47 +3,39 @@ reader's event loop wakes ZeroMQ's I/O thread once, instead of once a send.
 
 A send that finds libzmq's pipe idle signals the I/O thread (a system call, then a wake-up of
 that thread on another CPU); in a pipelined async caller, sends come one task step apart and the
-I/O thread has drained and gone back to sleep between them. So on the reader's loop (the end's
-``set_reader`` was given ``soon``) the first send since the last flush goes at once (a lone call
-waits for nothing), and the next ones wait, at most ``CORK_MAX``, until the turn ends (``soon``),
-the reader receives again, or ``CORK_MAX`` wait. A send the socket refuses at its high-water mark
+I/O thread has drained and gone back to sleep between them. So on the reader's loop, a send that
+is not the first since the last flush waits (the turn rule, ``turn.Turn``), at most ``CORK_MAX``,
+until the turn ends, the reader receives again, or ``CORK_MAX`` wait. A send the socket refuses at its high-water mark
 stays first in line, and the end refuses new sends until what waits has gone (each new send
 retries it first, and so does any look at the socket that finds room: that look took the
 descriptor's edge, so no wake-up would come for it): nothing accepted is lost, and order holds.
-Other threads send at once.
 """
 from __future__ import annotations
 
-import threading
 from collections import deque
 from typing import Callable
 
 from ..errors import TransportError
+from .turn import Turn
 
 CORK_MAX = 64  # sends put off at most; one more sends them all
-
-_get_ident = threading.get_ident
 
 
 class SendCork:
     """The payloads one end put off, and when they leave; ``send_now(payload) -> bool`` sends
     one (False: refused at the mark), raising what the socket raises."""
 
-    __slots__ = ("_send_now", "_waiting", "_soon", "_thread", "_went", "_queued", "_refused")
+    __slots__ = ("_send_now", "_waiting", "_turn", "_refused")
 
     def __init__(self, send_now: Callable[[bytes], bool]) -> None:
         self._send_now = send_now
         self._waiting: deque[bytes] = deque()
-        self._soon: Callable[[Callable[[], None]], object] | None = None
-        self._thread = -1  # the reader's loop thread: sends there may wait
-        self._went = False  # a send went at once since the last flush
-        self._queued = False  # a flush is queued with _soon
+        self._turn = Turn(self._turn_ended)
         self._refused = False  # the socket refused the first of _waiting: new sends retry it first
 
     def on_loop(self, soon: Callable[[Callable[[], None]], object] | None) -> None:
         """Sends in this thread may wait for a flush queued with ``soon`` (None: no more; what waits goes now)."""
-        self._soon, self._queued = soon, False  # a flush queued with an earlier soon may never run
-        self._thread = _get_ident() if soon is not None else -1
+        self._turn.on_loop(soon)
         if soon is None:
             self.flush()
 
@@ -51,21 +43,14 @@ class SendCork:
         """Send ``payload`` now or put it off (True either way); False when refused (nothing kept)."""
         if self._refused and not self.flush():
             return False
-        if self._thread != _get_ident():
-            return self._send_now(payload)
-        if not self._went:
-            self._went = True
-            return self._send_now(payload)
         waiting = self._waiting
+        if not self._turn.wait():
+            if waiting and not self._send_waiting():
+                return False  # what waits was refused: this one may not overtake it
+            return self._send_now(payload)
         waiting.append(payload)
         if len(waiting) >= CORK_MAX:
-            self.flush()  # refused: they stay first in line
-        elif not self._queued:
-            try:
-                self._soon(self._turn_ended)  # type: ignore[misc]  # set with _thread
-                self._queued = True
-            except RuntimeError:  # the reader's loop is closed: nothing would run the flush
-                self.on_loop(None)
+            self._send_waiting()  # refused: they stay first in line
         return True
 
     @property
@@ -75,7 +60,10 @@ class SendCork:
 
     def flush(self) -> bool:
         """Send what waits, in order; False when the socket refused one (it and the rest wait)."""
-        self._went = False
+        self._turn.flushed()
+        return self._send_waiting()
+
+    def _send_waiting(self) -> bool:
         waiting = self._waiting
         while waiting:
             if not self._send_now(waiting[0]):
@@ -86,7 +74,6 @@ class SendCork:
         return True
 
     def _turn_ended(self) -> None:
-        self._queued = False
         try:
             self.flush()
         except TransportError:  # closed or broken: the reader's next receive says so to the channel
@@ -95,4 +82,5 @@ class SendCork:
     def drop(self) -> None:
         """The end closes: what waits is discarded, as ZeroMQ discards what it had not sent (LINGER 0)."""
         self._waiting.clear()
-        self._thread, self._refused = -1, False
+        self._turn.on_loop(None)
+        self._refused = False
