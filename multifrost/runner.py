@@ -135,6 +135,9 @@ def _orphaned(worker) -> None:
 def _run_service(worker, main: bool) -> None:
     from .service import ServiceConfigError, ServiceStopError, serving
 
+    # SIGTERM/SIGINT wait until their handlers are in (_signals): one that came between registering
+    # the service and serving it killed the process and left the service in the registry.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _signums())
     try:
         with serving(worker) as end:
             _serve(worker, end)
@@ -145,6 +148,8 @@ def _run_service(worker, main: bool) -> None:
             raise  # the thread's caller decides
         _say(f"service {worker.service_id!r} cannot start: {exc}")
         raise SystemExit(1) from None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _say(text: str) -> None:
@@ -155,8 +160,7 @@ def _say(text: str) -> None:
 
 def _serve(worker, end) -> None:
     """Serve on asyncio when the worker has async methods, else on a PollLoop (no asyncio import)."""
-    # Signal handlers can only be installed from the main thread; elsewhere stop() ends it.
-    signums = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+    signums = _signums()
     if not worker._needs_asyncio():
         loop = PollLoop(spins=end.spins)
         try:
@@ -180,11 +184,18 @@ def _serve(worker, end) -> None:
         runner.run(main())
 
 
+def _signums() -> tuple:
+    """The signals that stop a worker: handlers can only be installed from the main thread (elsewhere stop() ends it)."""
+    return (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+
+
 @contextmanager
 def _signals(loop, signums, handler) -> Iterator[None]:
-    """``handler`` runs on ``loop`` when one of ``signums`` arrives, while the block runs."""
+    """``handler`` runs on ``loop`` when one of ``signums`` arrives, while the block runs (one held
+    back until now, see _run_service, arrives as the handlers are in)."""
     for signum in signums:
         loop.add_signal_handler(signum, handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
     try:
         yield
     finally:

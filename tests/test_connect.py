@@ -120,3 +120,28 @@ def test_service_restarted_elsewhere_is_found_again(api, start_service):
         assert FileRegistry().lookup("moving").pid == second.pid
     finally:
         client.close()
+
+
+SIGTERM_AT_REGISTRATION = """
+import contextlib, os, signal, sys
+sys.path.insert(0, {workers!r})
+import multifrost.service
+from math_worker import MathWorker
+registered = multifrost.service.serving
+
+@contextlib.contextmanager
+def serving(worker):
+    with registered(worker) as end:
+        os.kill(os.getpid(), signal.SIGTERM)  # the moment the service is in the registry, before it serves
+        yield end
+multifrost.service.serving = serving
+MathWorker(service_id=sys.argv[1]).run()
+"""
+
+
+def test_a_sigterm_the_moment_a_service_registered_still_unregisters_it(tmp_path, registry_path):
+    script = tmp_path / "service.py"
+    script.write_text(SIGTERM_AT_REGISTRATION.format(workers=os.path.join(os.path.dirname(__file__), "workers")))
+    proc = subprocess.Popen([sys.executable, str(script), "early"])
+    assert proc.wait(timeout=30) == 0  # stopped by its own handler, not killed by the signal
+    assert FileRegistry().lookup("early") is None
