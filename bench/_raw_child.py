@@ -1,4 +1,7 @@
-"""The baseline child: a blocking pyzmq ROUTER loop answering every CALL (add, or echo) with msgpack, nothing else."""
+"""The baseline child: a blocking pyzmq ROUTER loop answering every CALL (add, or echo) with msgpack, nothing else.
+
+It connects to MULTIFROST_ENDPOINT, or to every port of COMLINK_ZMQ_PORT (comma-separated: one
+DEALER per calling thread)."""
 import os
 import time
 
@@ -7,7 +10,11 @@ import zmq
 
 ctx = zmq.Context.instance()
 sock = ctx.socket(zmq.ROUTER)
-sock.connect(os.environ.get("MULTIFROST_ENDPOINT") or f"tcp://127.0.0.1:{os.environ['COMLINK_ZMQ_PORT']}")
+if os.environ.get("MULTIFROST_ENDPOINT"):
+    sock.connect(os.environ["MULTIFROST_ENDPOINT"])
+else:
+    for port in os.environ["COMLINK_ZMQ_PORT"].split(","):
+        sock.connect(f"tcp://127.0.0.1:{port}")
 while True:
     peer, empty, payload = sock.recv_multipart()
     msg = msgpack.unpackb(payload)

@@ -5,7 +5,8 @@ process, in interleaved rounds; ratios against raw blocking pyzmq over tcp in th
     python -m bench.libraries [--quick]
 
 Pipelined: a window of 256 calls in flight (async and raw), or 16 threads calling at once
-(sync APIs without a pipelining call: multifrost sync, Pyro5). 1 MiB echo: MiB of payload
+(sync APIs without a pipelining call: multifrost sync, Pyro5; and raw pyzmq with a DEALER per
+thread, the floor of ZeroMQ for 16 blocking callers). 1 MiB echo: MiB of payload
 per second, each call sending 1 MiB and getting it back (one call at a time).
 """
 from __future__ import annotations
@@ -96,6 +97,41 @@ class Raw:
         self.proc.kill()
         self.proc.wait()
         self.sock.close(0)
+
+
+class RawThreads(Raw):
+    """Raw with THREADS DEALERs, one per calling thread (a ZeroMQ socket belongs to one thread),
+    all connected to the one raw child: what blocking pyzmq itself does from THREADS threads."""
+
+    name = f"raw pyzmq, {THREADS} threads (a DEALER each), tcp"
+
+    def start(self) -> float:
+        t0 = time.perf_counter()
+        self.socks = [_shared_context().socket(zmq.DEALER) for _ in range(THREADS)]
+        ports = []
+        for sock in self.socks:
+            sock.setsockopt(zmq.LINGER, 0)
+            ports.append(str(sock.bind_to_random_port("tcp://127.0.0.1")))
+        self.sock = self.socks[0]
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_raw_child.py")],
+                                     env={**os.environ, "COMLINK_ZMQ_PORT": ",".join(ports)})
+        for sock in self.socks:
+            raw_sync_latency(sock, 1)
+        return time.perf_counter() - t0
+
+    def pipelined(self, calls: int) -> float:
+        spare = iter(self.socks)
+
+        @contextlib.contextmanager
+        def make():
+            sock = next(spare)
+            yield lambda: raw_sync_latency(sock, 1)
+        return _threads(None, calls, make)
+
+    def close(self) -> None:
+        super().close()
+        for sock in self.socks[1:]:
+            sock.close(0)
 
 
 class MultifrostSync:
@@ -281,7 +317,7 @@ class Pyro:
 
 
 def subjects() -> list:
-    made = [Raw(), MultifrostSync("tcp"), MultifrostAsync("tcp"), MultifrostSync("unix"), MultifrostAsync("unix"),
+    made = [Raw(), RawThreads(), MultifrostSync("tcp"), MultifrostAsync("tcp"), MultifrostSync("unix"), MultifrostAsync("unix"),
             Pipe(), Pool()]
     try:
         import Pyro5  # noqa: F401  (the [bench] extra)
