@@ -37,6 +37,7 @@ from ._codec_slow import (
     utf8_detail,
 )
 from ._limits import DEFAULT_LIMITS, Limits, check_max_depth
+from ._pieces import GATHER_MAX, GATHER_MIN, Pieces
 from .errors import PayloadError, ProtocolError
 
 cdef extern from *:
@@ -258,6 +259,9 @@ cdef CacheEntry _key_cache[2 << CACHE_SET_BITS]
 cdef CacheEntry _value_cache[2 << CACHE_SET_BITS]
 
 cdef object _DEFAULT_LIMITS = DEFAULT_LIMITS
+cdef object _Pieces = Pieces
+cdef Py_ssize_t _GATHER_MIN = GATHER_MIN
+cdef int _GATHER_MAX = GATHER_MAX
 cdef object _Unsendable = Unsendable
 
 
@@ -276,6 +280,9 @@ cdef struct Buf:
     Py_ssize_t max_map
     int max_depth
     PyObject* limits   # borrowed: the Limits object the numbers came from
+    PyObject* parts    # owned list of the parts cut so far (gather), else NULL
+    Py_ssize_t cut     # bytes in those parts
+    int gather         # how many more bytes values may become parts of their own
 
 
 cdef int _grow(Buf* b, Py_ssize_t need) except -1:
@@ -358,11 +365,13 @@ ctypedef int (*_packer)(Buf*, PyObject*, int, int) noexcept
 cdef _packer _pack_item
 
 
-def pack_message(message, *, max_depth=None, limits=None):
+def pack_message(message, *, max_depth=None, limits=None, bint gather=False):
     """Encode one message (a dict) as msgpack, turning values into their wire form on the way.
 
     ``limits`` are the receiver's decoding limits (default ``DEFAULT_LIMITS``): a value the
     receiver would refuse is not packed; ``max_depth`` overrides ``limits.max_depth``.
+    ``gather``: a ``bytes`` value of ``GATHER_MIN`` bytes or more is not copied; the result is
+    then a ``Pieces`` (``_pieces``) holding it, for an end that writes with ``sendmsg``.
     Raises PayloadError naming the path and type of the first value that cannot be sent.
     """
     global _scratch_busy
@@ -390,6 +399,9 @@ def pack_message(message, *, max_depth=None, limits=None):
         depth_limit = max_depth
     b.len = 0
     b.out = NULL
+    b.parts = NULL
+    b.cut = 0
+    b.gather = _GATHER_MAX if gather else 0
     own_scratch = not _scratch_busy
     if own_scratch:
         _scratch_busy = True
@@ -403,13 +415,41 @@ def pack_message(message, *, max_depth=None, limits=None):
         _scratch_busy = False
     if rc < 0:
         mf_xdecref(b.out)
+        mf_xdecref(b.parts)
         _raise_failure(depth_limit)
+    if b.parts != NULL:
+        return _gathered(&b)
     if b.out == NULL:
         return PyBytes_FromStringAndSize(b.data, b.len)
     _PyBytes_Resize(&b.out, b.len)
     result = <object>b.out
     mf_decref(b.out)
     return result
+
+
+cdef object _gathered(Buf* b):
+    """The Pieces of a message that referenced values: the parts cut, then the bytes written since."""
+    parts = <list>b.parts  # a reference of this frame's own: the Buf's can go
+    mf_decref(b.parts)
+    if b.len:
+        parts.append(PyBytes_FromStringAndSize(b.data, b.len))
+    mf_xdecref(b.out)
+    return _Pieces(parts, b.cut + b.len)
+
+
+cdef int _refer(Buf* b, object value, Py_ssize_t n) except -1:
+    """``value`` (bytes, header written) becomes a part of its own: what was written before it is
+    cut into a part, and writing starts again at the front of the same buffer."""
+    if b.parts == NULL:
+        fresh = []
+        b.parts = mf_new_ref(<PyObject*>fresh)
+    parts = <list>b.parts
+    parts.append(PyBytes_FromStringAndSize(b.data, b.len))
+    parts.append(value)
+    b.cut += b.len + n
+    b.len = 0
+    b.gather -= 1
+    return 0
 
 
 cdef int _raise_failure(int max_depth) except -1:
@@ -604,6 +644,8 @@ cdef int _put_bin(Buf* b, const char* data, Py_ssize_t n, object value) except -
     if n > b.max_bin:
         return _too_long(b, "bin", n, <PyObject*>value)
     _put_head(b, n, 0xC4, -1, 0xC4, 0xC5, 0xC6)
+    if b.gather and n >= _GATHER_MIN and PyBytes_CheckExact(value):
+        return _refer(b, value, n)
     return _put_bytes(b, data, n)
 
 

@@ -11,7 +11,7 @@ import math
 import struct
 import sys
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Literal, overload
 
 from msgpack import ExtType
 
@@ -34,6 +34,7 @@ from ._codec_slow import (
     utf8_detail,
 )
 from ._limits import DEFAULT_LIMITS, Limits, check_max_depth
+from ._pieces import Pieces
 from .errors import PayloadError, ProtocolError
 
 IMPLEMENTATION = "python"
@@ -55,11 +56,20 @@ _FALSE = b"\xc2"
 # ---------------------------------------------------------------- pack
 
 
-def pack_message(message: dict, *, max_depth: int | None = None, limits: Limits | None = None) -> bytes:
+@overload
+def pack_message(message: dict[str, Any], *, max_depth: int | None = None, limits: Limits | None = None,
+                 gather: Literal[False] = False) -> bytes: ...
+@overload
+def pack_message(message: dict[str, Any], *, max_depth: int | None = None, limits: Limits | None = None,
+                 gather: bool) -> bytes | Pieces: ...
+def pack_message(message: dict[str, Any], *, max_depth: int | None = None, limits: Limits | None = None,
+                 gather: bool = False) -> bytes | Pieces:
     """Encode one message (a dict) as msgpack, turning values into their wire form on the way.
 
     ``limits`` are the receiver's decoding limits (default ``DEFAULT_LIMITS``): a value the
     receiver would refuse is not packed; ``max_depth`` overrides ``limits.max_depth``.
+    ``gather`` is accepted and has no effect here: this twin always copies (the compiled one
+    may return ``Pieces`` that join to the same bytes).
     Raises PayloadError naming the path and type of the first value that cannot be sent.
     """
     if not isinstance(message, dict):

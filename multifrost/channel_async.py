@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .channel_base import SEND_RETRY, OutputHandler, _Channel
-from .codec import Limits
+from .codec import Limits, Payload
 from .errors import CallTimeoutError, MultifrostError, TransportClosed
 from .transports import ParentEnd
 
@@ -40,7 +40,7 @@ class AsyncChannel(_Channel):
         self._loop.add_reader(self._fd, self.drain)
         end.set_reader(self._hidden, self._loop.call_soon)
 
-    async def request(self, msg_id: str, payload: bytes, timeout: float | None, what: str) -> protocol.Message:
+    async def request(self, msg_id: str, payload: Payload, timeout: float | None, what: str) -> protocol.Message:
         """Send ``payload`` and wait for the reply carrying ``msg_id``."""
         if self._failure is not None:
             raise self._failure
@@ -57,7 +57,7 @@ class AsyncChannel(_Channel):
 
     # -- issue 15 hooks: control messages and streams -----------------------------------------
 
-    def post(self, payload: bytes) -> bool:
+    def post(self, payload: Payload) -> bool:
         """Send a message that expects no reply (CANCEL, CREDIT, a stream's CALL); False when refused."""
         if self._failure is not None:
             raise self._failure
@@ -84,7 +84,7 @@ class AsyncChannel(_Channel):
                     stream.waiter = None
         return stream.take()
 
-    async def _send_when_ready(self, future: asyncio.Future, payload: bytes) -> None:
+    async def _send_when_ready(self, future: asyncio.Future, payload: Payload) -> None:
         """Refused at the high-water mark (or no peer yet): retry after each pass of the reader,
         and every ``SEND_RETRY`` seconds."""
         while not future.done():
@@ -127,7 +127,7 @@ class AsyncChannel(_Channel):
         finally:
             self._reading = False
 
-    async def timed_request(self, msg_id: str, payload: bytes, timeout: float | None,
+    async def timed_request(self, msg_id: str, payload: Payload, timeout: float | None,
                             what: str) -> tuple[protocol.Message, float]:
         """``request``, and when the reader took its reply (``time.time()``): a heartbeat's round
         trip ends there, not when the waiting task gets its turn on a busy loop."""

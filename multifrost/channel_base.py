@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import extensions, protocol
 from . import wire
-from .codec import Limits
+from .codec import Limits, Payload
 from .errors import MultifrostError, ProtocolError
 from .transports import ParentEnd
 from .wire import DEBUG, wire_debug
@@ -50,7 +50,7 @@ class _Channel:
         #: Where the wire records of this channel go: ``multifrost.wire``, bound to the worker's context.
         self.wire: logging.Logger | logging.LoggerAdapter = wire.log
 
-    def _put(self, payload: bytes) -> bool:
+    def _put(self, payload: Payload) -> bool:
         """Offer one payload to the end (False: refused, nothing queued); a wire record when it went."""
         sent = self.end.send_nowait(payload)
         if sent and wire_debug(DEBUG):

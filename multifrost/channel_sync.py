@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import protocol
 from .channel_base import SEND_RETRY, OutputHandler, _Channel
 from .channel_waiters import Followers, Waiter
-from .codec import Limits
+from .codec import Limits, Payload
 from .errors import CallTimeoutError, MultifrostError, TransportClosed
 from .spin import Spinner
 from .transports import ParentEnd
@@ -57,7 +57,7 @@ class SyncChannel(_Channel):
         self._later: deque = deque()  # issue 15: ids of streams dropped by finalizers, see post_soon
         end.set_reader(self.interrupt)  # a send that hid a reply wakes whoever leads (or will)
 
-    def submit(self, msg_id: str, payload: bytes, waiter_factory: Callable[[], Waiter] = Waiter) -> Waiter:
+    def submit(self, msg_id: str, payload: Payload, waiter_factory: Callable[[], Waiter] = Waiter) -> Waiter:
         """Register a request and send it (or leave it to the thread that holds the end); its waiter."""
         waiter = waiter_factory()
         self._register(msg_id, waiter, False)
@@ -124,7 +124,7 @@ class SyncChannel(_Channel):
 
     # -- issue 15 hooks: control messages and streams -----------------------------------------
 
-    def post(self, payload: bytes) -> bool:
+    def post(self, payload: Payload) -> bool:
         """Send a message that expects no reply (CANCEL, CREDIT, a stream's CALL); False when refused."""
         with self._io:
             if self._failure is not None:
@@ -133,7 +133,7 @@ class SyncChannel(_Channel):
         self._flush()
         return sent
 
-    def post_soon(self, msg_id: str, payload: bytes) -> None:
+    def post_soon(self, msg_id: str, payload: Payload) -> None:
         """From a finalizer (a stream garbage-collected): forget stream ``msg_id`` and send
         ``payload``, taking no lock (this very thread may hold one): the reader's next pass does both."""
         self._later.append(msg_id)
@@ -170,7 +170,7 @@ class SyncChannel(_Channel):
         with self._lock:
             self._pending.pop(msg_id, None)
 
-    def request(self, msg_id: str, payload: bytes, timeout: float | None, what: str) -> protocol.Message:
+    def request(self, msg_id: str, payload: Payload, timeout: float | None, what: str) -> protocol.Message:
         """Send ``payload`` and wait for the reply carrying ``msg_id``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = Waiter()

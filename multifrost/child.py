@@ -27,7 +27,7 @@ from .child_shutdown import abandon_in_flight, answer_stuck, finish_in_flight, f
 from .child_loop import PollLoop
 from .child_methods import Gone, awaitable, error_payload, needs_asyncio, resolve, result_payload
 from .child_watchdog import TAKEOVER, Watchdog
-from .codec import Limits, pack_message
+from .codec import Limits, Payload, pack_message
 from .errors import ProtocolError
 from .extensions import announce
 from .held import DEFAULT_BUDGET, HeldReplies
@@ -311,7 +311,7 @@ class ChildWorker:
             if awaitable(result):
                 self._start_task(peer, msg_id, _await, [result])
                 return
-            payload = result_payload(self.limits, msg_id, fn, result)
+            payload = result_payload(self.limits, msg_id, fn, result, self._io.gathers)
         finally:
             self._inline_since = None
             if monotonic() - started >= TAKEOVER:
@@ -329,7 +329,7 @@ class ChildWorker:
         except Exception as exc:
             payload = self._error_payload(msg_id, exc)
         else:
-            payload = result_payload(self.limits, msg_id, fn, result)
+            payload = result_payload(self.limits, msg_id, fn, result, self._io.gathers)
         self._send(peer, payload)
 
     def _settle(self, result: Any) -> Any:
@@ -365,7 +365,7 @@ class ChildWorker:
         except Exception as exc:
             payload = self._error_payload(msg_id, exc)
         else:
-            payload = result_payload(self.limits, msg_id, fn, result)
+            payload = result_payload(self.limits, msg_id, fn, result, self._io.gathers)
         finally:
             self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]  # this task, never None
         self._send(peer, payload)
@@ -375,7 +375,7 @@ class ChildWorker:
     def _reply_error(self, peer: bytes, msg_id: str | None, text: str) -> None:
         self._send(peer, pack_message(protocol.error(msg_id, text)))
 
-    def _send(self, peer: bytes, payload: bytes) -> None:
+    def _send(self, peer: bytes, payload: Payload) -> None:
         """Send one reply from any thread; held while the peer is not reading (``max_held_bytes``)."""
         if wire_debug(DEBUG):
             wire.note(self._wire, "sent", payload, peer.hex())

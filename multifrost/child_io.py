@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from .codec import Payload
 from .held import HeldReplies
 from .transports import ChildEnd
 from .transports.base import Wakeup
@@ -35,7 +36,8 @@ class ChildIO:
         self.end: ChildEnd | None = None
         self.reading = False  # the loop is in a pass of the reader: it will look again anyway
         self._coalesce = False  # the end coalesces: the loop's replies during a pass wait for its end
-        self._corked: deque[tuple[bytes, bytes]] = deque()  # those replies (appended by the loop only)
+        self.gathers = False  # the end takes Pieces (codec): replies may be packed with gather=True
+        self._corked: deque[tuple[bytes, Payload]] = deque()  # those replies (appended by the loop only)
         self.wakeup: Wakeup | None = None  # rung by other threads for the reader
         self._early: deque[bytes] = deque(maxlen=EARLY_OUTPUT)
         self._loop: ChildLoop | None = None
@@ -50,6 +52,7 @@ class ChildIO:
         self.wakeup = Wakeup()
         self.end = end
         self._coalesce = end.coalesces
+        self.gathers = end.gathers
         end.set_reader(self._hidden)
 
     def detach(self) -> None:
@@ -99,7 +102,7 @@ class ChildIO:
 
     # -- sending ------------------------------------------------------------------------------
 
-    def send(self, peer: bytes, payload: bytes) -> None:
+    def send(self, peer: bytes, payload: Payload) -> None:
         """Send one reply from any thread; hold it while the peer is not reading. On the loop during
         a pass over an end that coalesces, it waits for the pass's end (``uncork``) with the others."""
         end = self.end

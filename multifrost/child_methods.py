@@ -7,7 +7,7 @@ from types import FunctionType, MethodType
 from typing import Any, Callable
 
 from . import protocol
-from .codec import Limits, pack_message
+from .codec import Limits, Payload, pack_message
 from .errors import PayloadError
 from .transports import DEFAULT_MAX_MESSAGE_SIZE
 
@@ -81,17 +81,18 @@ def awaitable(value: Any) -> bool:
     return inspect.isawaitable(value)
 
 
-def result_payload(limits: Limits | None, msg_id: str, fn: Callable, result: Any) -> bytes:
-    """The RESPONSE carrying ``result``, or an ERROR saying why it cannot be sent."""
+def result_payload(limits: Limits | None, msg_id: str, fn: Callable, result: Any, gather: bool = False) -> Payload:
+    """The RESPONSE carrying ``result``, or an ERROR saying why it cannot be sent; ``gather``: the
+    end takes ``Pieces`` (a large bytes result goes out uncopied)."""
     try:
-        return protocol.check_size(pack_message(protocol.response(msg_id, result), limits=limits),
+        return protocol.check_size(pack_message(protocol.response(msg_id, result), limits=limits, gather=gather),
                                    DEFAULT_MAX_MESSAGE_SIZE)
     except PayloadError as exc:
         name = getattr(fn, "__name__", "function")
         return pack_message(protocol.error(msg_id, f"PayloadError: result of '{name}' cannot be sent: {exc}"))
 
 
-def error_payload(msg_id: str, exc: BaseException) -> bytes:
+def error_payload(msg_id: str, exc: BaseException) -> Payload:
     """The ERROR for a method that raised: type and message, then the traceback."""
     text = f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}"
     return pack_message(protocol.error(msg_id, text))

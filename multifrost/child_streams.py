@@ -15,7 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import extensions, protocol
-from .codec import pack_message
+from .codec import Payload, pack_message
 from .current_call import CallContext, enter, leave
 from .tracing import server_span
 from .transports import DEFAULT_MAX_MESSAGE_SIZE
@@ -177,7 +177,7 @@ class StreamRun:
     def _error(self, text: str) -> bytes:
         return pack_message(protocol.error(self._id, text))
 
-    def _answer(self, payload: bytes) -> None:
+    def _answer(self, payload: Payload) -> None:
         """End the stream (RESPONSE with the number of items, or ERROR) and forget it."""
         self._owner.done(self._peer, self._id)
         self._worker._send(self._peer, payload)

@@ -1,5 +1,6 @@
-"""msgpack codec of Multifrost messages: ``pack_message`` / ``unpack_message``; and
-``bytes_to_fill``, the memory a transport receives a large frame into.
+"""msgpack codec of Multifrost messages: ``pack_message`` / ``unpack_message``; ``Pieces``, a
+message packed with its large values left in place (``gather``); and ``bytes_to_fill``, the
+memory a transport receives a large frame into.
 
 The compiled ``multifrost._codec`` is used when it is importable; otherwise (or
 with ``MULTIFROST_PUREPYTHON=1`` in the environment) the pure-Python twin
@@ -10,13 +11,15 @@ from __future__ import annotations
 import os
 
 from ._limits import DEFAULT_LIMITS, Limits
+from ._pieces import Payload, Pieces
 
 if os.environ.get("MULTIFROST_PUREPYTHON") == "1":
     from ._codec_fallback import IMPLEMENTATION, bytes_to_fill, pack_message, unpack_message
 else:
     try:
-        from ._codec import IMPLEMENTATION, bytes_to_fill, pack_message, unpack_message
+        # (no-redef: the twins' pack_message overloads are the same; mypy does not compare overloads)
+        from ._codec import IMPLEMENTATION, bytes_to_fill, pack_message, unpack_message  # type: ignore[no-redef]
     except ImportError:
         from ._codec_fallback import IMPLEMENTATION, bytes_to_fill, pack_message, unpack_message  # type: ignore[assignment]
 
-__all__ = ["DEFAULT_LIMITS", "IMPLEMENTATION", "Limits", "bytes_to_fill", "pack_message", "unpack_message"]
+__all__ = ["DEFAULT_LIMITS", "IMPLEMENTATION", "Limits", "Payload", "Pieces", "bytes_to_fill", "pack_message", "unpack_message"]

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import deque
 
+from .codec import Payload
 from .errors import TransportError
 from .transports import ChildEnd
 
@@ -29,7 +30,7 @@ class HeldReplies:
             raise ValueError(f"max_held_bytes must be an int >= 0, got {budget!r}")
         self.budget = budget
         self.dropped = 0  # replies dropped since start (over the budget, or the peer was gone)
-        self._queues: dict[bytes, deque[bytes]] = {}
+        self._queues: dict[bytes, deque[Payload]] = {}
         self._sizes: dict[bytes, int] = {}
         self._logged: dict[bytes, tuple[float, int]] = {}  # peer -> (last log time, drops since)
 
@@ -40,7 +41,7 @@ class HeldReplies:
     def bytes_held(self) -> int:
         return sum(self._sizes.values())
 
-    def send(self, end: ChildEnd, peer: bytes, payload: bytes) -> bool:
+    def send(self, end: ChildEnd, peer: bytes, payload: Payload) -> bool:
         """Send now if nothing waits for ``peer`` and the socket takes it (True); else hold or drop it."""
         try:
             if peer not in self._queues and end.send_nowait(peer, payload):

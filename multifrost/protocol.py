@@ -8,12 +8,12 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import msgpack
 
 from . import heap
-from .codec import Limits, unpack_message
+from .codec import Limits, Pieces, unpack_message
 from .errors import PayloadError, ProtocolError
 
 APP_ID = "comlink_ipc_v4"
@@ -206,7 +206,10 @@ def decode(payload: bytes, limits: Limits | None = None) -> Message:
     return parse(unpack_message(payload, limits))
 
 
-def check_size(payload: bytes, max_message_size: int) -> bytes:
+_P = TypeVar("_P", bound="bytes | Pieces")  # a packed message, in either form
+
+
+def check_size(payload: _P, max_message_size: int) -> _P:
     """Refuse, before sending, a message the transport's receiver would drop for its size."""
     size = len(payload)
     if size > max_message_size:

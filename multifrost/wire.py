@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from .codec import unpack_message
+from .codec import Pieces, unpack_message
 from .errors import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -21,12 +21,12 @@ DEBUG = logging.DEBUG
 wire_debug = log.isEnabledFor
 
 
-def note(logger: logging.Logger | logging.LoggerAdapter, direction: str, payload: bytes | bytearray | memoryview,
+def note(logger: logging.Logger | logging.LoggerAdapter, direction: str, payload: bytes | bytearray | memoryview | Pieces,
          peer: str, message: Mapping[str, Any] | None = None) -> None:
     """Record one message; ``message`` is the decoded map when the caller has it (else decoded here)."""
     if message is None:
         try:
-            message = unpack_message(payload)
+            message = unpack_message(bytes(payload) if isinstance(payload, Pieces) else payload)
         except (ProtocolError, ValueError):
             message = {}
     kind = message.get("type")

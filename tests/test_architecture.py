@@ -7,7 +7,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "multifrost"
 
 RANK = {
     "errors": 0,
-    "_limits": 1, "_codec_slow": 1, "_codec": 1, "_codec_fallback": 1, "codec": 1, "timeouts": 1, "heap": 1, "spin": 1,
+    "_limits": 1, "_pieces": 1, "_codec_slow": 1, "_codec": 1, "_codec_fallback": 1, "codec": 1, "timeouts": 1, "heap": 1, "spin": 1,
     "protocol": 2, "extensions": 2, "current_call": 2, "tracing": 2, "wire": 2, "spawn_env": 2,
     "transports": 3, "registry": 3, "registry_redis": 3, "registries": 3, "hostaddr": 3, "registry_lock": 3, "process": 3, "metrics": 3, "logs": 3,
     "parent_watch": 3, "options": 3, "child_loop": 3, "spin_loop": 3,

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import extensions, protocol, wire
-from ..codec import pack_message
+from ..codec import Payload, pack_message
 from ..errors import (CallTimeoutError, CircuitOpenError, MultifrostError, RemoteCallError, WorkerCrashedError,
                       WorkerStartError)
 from ..logs import ContextLogger, bind
@@ -41,7 +41,7 @@ class CallPath:
     metrics: Metrics | NullMetrics
 
     def _prepare(self, function: str, args: Iterable[Any], timeout: Any, namespace: str | None,
-                 window: int | None = None, traceparent: str | None = None) -> tuple[str, bytes, float | None, str]:
+                 window: int | None = None, traceparent: str | None = None) -> tuple[str, Payload, float | None, str]:
         """Check the circuit and build the CALL; PayloadError here means nothing was sent.
 
         ``traceparent``: the caller's span (the call path opens one only while tracing records)."""
@@ -63,7 +63,8 @@ class CallPath:
             extras = extensions.call_extras(channel.extensions, None if window else timeout, traceparent, window)
             message["metadata"] = {extensions.CALL_KEY: extras}
         try:
-            payload = protocol.check_size(pack_message(message, limits=self._options.limits),
+            gather = channel is not None and channel.end.gathers  # large bytes args go out uncopied (unix)
+            payload = protocol.check_size(pack_message(message, limits=self._options.limits, gather=gather),
                                           DEFAULT_MAX_MESSAGE_SIZE)
         except BaseException:
             self._end_trial(permit)

@@ -48,6 +48,8 @@ from ..errors import TransportClosed, TransportError
 if TYPE_CHECKING:
     import asyncio
 
+    from ..codec import Payload
+
 R = TypeVar("R")  # what one readiness attempt yields (a payload, a (peer, payload), True for a send)
 
 
@@ -120,6 +122,11 @@ class _End(ABC):
     #: pass of its reader together as the pass ends (``child_io``). A unix end batches a drain's
     #: replies into one system call by itself (``unix_cork``); holding them longer only delays them.
     coalesces: bool = False
+
+    #: Whether ``send_nowait`` takes a payload packed as ``codec.Pieces`` (``pack_message(...,
+    #: gather=True)``) and writes its parts with scatter-gather I/O: true for unix ends, so a large
+    #: bytes value goes from the caller's object to the kernel without a copy. Others take bytes only.
+    gathers: bool = False
 
     def __init__(self) -> None:
         self._waiters_lock = threading.Lock()
@@ -298,8 +305,10 @@ class ParentEnd(_End):
     """DEALER semantics: one peer; send one payload, receive one payload, in order."""
 
     @abstractmethod
-    def send_nowait(self, payload: bytes) -> bool:
-        """Queue one payload; False when the high-water mark is reached (nothing queued)."""
+    def send_nowait(self, payload: Payload) -> bool:
+        """Queue one payload; False when the high-water mark is reached (nothing queued).
+
+        ``Pieces`` are written part by part by an end that ``gathers``, joined by the others."""
 
     @abstractmethod
     def recv_nowait(self) -> bytes | None:
@@ -312,7 +321,7 @@ class ParentEnd(_End):
     def check(self) -> None:
         """Raise AuthenticationError when the peer refused this end's security handshake."""
 
-    async def send(self, payload: bytes, timeout: float | None = None) -> None:
+    async def send(self, payload: Payload, timeout: float | None = None) -> None:
         """Send, waiting (without blocking the loop) while the high-water mark is reached."""
         await self._await_ready(lambda: True if self.send_nowait(payload) else None, timeout)
 
@@ -320,7 +329,7 @@ class ParentEnd(_End):
         """Wait for the next payload."""
         return await self._await_ready(self.recv_nowait, timeout)
 
-    def send_blocking(self, payload: bytes, timeout: float | None = None) -> None:
+    def send_blocking(self, payload: Payload, timeout: float | None = None) -> None:
         """Send from a plain thread, waiting while the high-water mark is reached."""
         self._block_ready(lambda: True if self.send_nowait(payload) else None, timeout)
 
@@ -333,7 +342,7 @@ class ChildEnd(_End):
     """ROUTER semantics: many peers, each known by the identity its messages came with."""
 
     @abstractmethod
-    def send_nowait(self, peer: bytes, payload: bytes) -> bool:
+    def send_nowait(self, peer: bytes, payload: Payload) -> bool:
         """Queue one payload to ``peer``; False at the high-water mark.
 
         A peer this end does not know (never heard from, or gone) raises TransportError.
@@ -352,7 +361,7 @@ class ChildEnd(_End):
     def peers(self) -> "frozenset[bytes]":
         """Identities of the peers this end has received from."""
 
-    def send_all(self, payload: bytes) -> int:
+    def send_all(self, payload: Payload) -> int:
         """Send ``payload`` to every known peer, best effort; returns how many took it."""
         sent = 0
         for peer in self.peers:
@@ -362,7 +371,7 @@ class ChildEnd(_End):
                 continue
         return sent
 
-    async def send(self, peer: bytes, payload: bytes, timeout: float | None = None) -> None:
+    async def send(self, peer: bytes, payload: Payload, timeout: float | None = None) -> None:
         """Send to ``peer``, waiting (without blocking the loop) while the high-water mark is reached."""
         await self._await_ready(lambda: True if self.send_nowait(peer, payload) else None, timeout)
 
@@ -370,7 +379,7 @@ class ChildEnd(_End):
         """Wait for the next ``(peer, payload)``."""
         return await self._await_ready(self.recv_nowait, timeout)
 
-    def send_blocking(self, peer: bytes, payload: bytes, timeout: float | None = None) -> None:
+    def send_blocking(self, peer: bytes, payload: Payload, timeout: float | None = None) -> None:
         """Send to ``peer`` from a plain thread, waiting while the high-water mark is reached."""
         self._block_ready(lambda: True if self.send_nowait(peer, payload) else None, timeout)
 

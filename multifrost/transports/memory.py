@@ -32,6 +32,7 @@ import threading
 from typing import Callable
 from collections import deque
 
+from ..codec import Payload
 from ..errors import TransportClosed, TransportError
 from .base import ChildEnd, ParentEnd, Wakeup
 
@@ -237,7 +238,7 @@ class MemoryParentEnd(_MemoryEnd, ParentEnd):
     def _accepts_link(self) -> bool:
         return self._link is None
 
-    def send_nowait(self, payload: bytes) -> bool:
+    def send_nowait(self, payload: Payload) -> bool:
         if self._closed:
             raise self._closed_error()
         if type(payload) is not bytes:
@@ -296,7 +297,7 @@ class MemoryChildEnd(_MemoryEnd, ChildEnd):
     def _accepts_link(self) -> bool:
         return True
 
-    def send_nowait(self, peer: bytes, payload: bytes) -> bool:
+    def send_nowait(self, peer: bytes, payload: Payload) -> bool:
         if self._closed:
             raise self._closed_error()
         link = self._links.get(peer)

@@ -37,6 +37,7 @@ import time
 from collections import deque
 from typing import Callable
 
+from ..codec import Payload
 from ..errors import TransportClosed, TransportError
 from . import Endpoint
 from .base import ChildEnd, ParentEnd, Wakeup
@@ -56,6 +57,7 @@ class _UnixEnd:
     _is_parent: bool
     drops: int
     spins = True
+    gathers = True  # Connection.write sends a Pieces' parts as they are
     _wake_waiters: Callable[[], None]  # from _End, which each concrete end also derives from
     _hidden: Callable[[], None]  # from _End: tell the reader a message waits unannounced
 
@@ -290,7 +292,7 @@ class UnixParentEnd(_UnixEnd, ParentEnd):
         self._conn: Connection | None = None
         self._setup(endpoint, bind, sndhwm, rcvhwm, max_message_size)
 
-    def send_nowait(self, payload: bytes) -> bool:
+    def send_nowait(self, payload: Payload) -> bool:
         if self._closed:
             raise self._closed_error()
         conn = self._conn
@@ -356,7 +358,7 @@ class UnixChildEnd(_UnixEnd, ChildEnd):
         self._by_identity: dict[bytes, Connection] = {}
         self._setup(endpoint, bind, sndhwm, rcvhwm, max_message_size)
 
-    def send_nowait(self, peer: bytes, payload: bytes) -> bool:
+    def send_nowait(self, peer: bytes, payload: Payload) -> bool:
         if self._closed:
             raise self._closed_error()
         conn = self._by_identity.get(peer)

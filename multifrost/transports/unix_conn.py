@@ -5,7 +5,7 @@ the connection keeps (``recv_into``, many small frames per system call); a frame
 that buffer is read straight into the bytes object handed out (``codec.bytes_to_fill``: no
 copy of a large payload on its way in). Writes go straight to the
 kernel from the caller's thread (``sendmsg`` of header and payload, no joining copy for large
-payloads). Only what the kernel does not take at once (a payload larger than the socket
+payloads; a payload packed as ``Pieces`` goes out part by part, its large values never copied). Only what the kernel does not take at once (a payload larger than the socket
 buffer, or a peer that stopped reading) is queued and written by a short-lived writer thread,
 which ends when the queue is empty: without it, a caller that queues a large payload and then
 waits for something else would wait forever.
@@ -21,7 +21,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from ..codec import bytes_to_fill
+from ..codec import Pieces, bytes_to_fill
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class Connection:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def write(self, payload: bytes | bytearray | memoryview, defer: bool = False) -> bool:
+    def write(self, payload: bytes | bytearray | memoryview | Pieces, defer: bool = False) -> bool:
         """Send one frame, queueing what the kernel does not take now; False when the connection broke.
 
         ``defer``: a small frame may wait in this process until the next ``uncork`` or write (or
@@ -152,7 +152,7 @@ class Connection:
         """
         size = len(payload)
         corked = self._corked
-        if size <= _SMALL:
+        if size <= _SMALL and not isinstance(payload, Pieces):  # Pieces are larger (GATHER_MIN) anyway
             frame = size.to_bytes(4, "big") + payload
             if defer and self._writer is None and len(corked) < CORK_MAX:
                 corked.append(frame)
@@ -164,7 +164,11 @@ class Connection:
             return self._send([frame])
         if size > _MAX_FRAME:
             raise ValueError(f"{self.endpoint}: a payload of {size} bytes does not fit a frame (at most {_MAX_FRAME})")
-        pieces = [size.to_bytes(4, "big"), payload]
+        pieces: list = [size.to_bytes(4, "big")]
+        if type(payload) is Pieces:
+            pieces += payload.parts
+        else:
+            pieces.append(payload)
         if corked:
             pieces.insert(0, b"".join(corked))
             corked.clear()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..codec import Payload
 from .turn import Turn
 from .unix_conn import Connection
 
@@ -32,7 +33,7 @@ class Corks:
         if soon is None:
             self.flush()
 
-    def write(self, conn: Connection, payload: bytes, mid_drain: bool) -> bool:
+    def write(self, conn: Connection, payload: Payload, mid_drain: bool) -> bool:
         """Send one frame on ``conn``, now or put off (see the module doc); False when the connection broke."""
         defer = self._turn.wait(mid_drain)
         if not defer and self._held:

@@ -24,12 +24,11 @@ helper does the same in its thread. The child sets ``ROUTER_MANDATORY``, so a se
 mark is refused the same way instead of silently dropped, and a send to an identity the
 socket does not know (never connected, or gone) raises TransportError.
 
-A bound parent (DEALER) with no connected child cannot send: ``send_nowait`` returns False
-until a child connects, and ``fileno()`` signals when one does. A connected end whose peer
-goes away keeps its queue and reconnects on its own (ZeroMQ reconnect); a new child bound at
-the same endpoint then receives the parent's next messages. Messages in flight when the
-connection dies (including ones sent before ZeroMQ notices) are lost with it: the RPC layer
-above must time out and retry, not assume delivery.
+A bound parent (DEALER) with no connected child cannot send: ``send_nowait`` returns False until a child
+connects, and ``fileno()`` signals when one does. A connected end whose peer goes away keeps its queue
+and reconnects on its own (ZeroMQ reconnect); a new child bound at the same endpoint then receives the
+parent's next messages. Messages in flight when the connection dies (including ones sent before ZeroMQ
+notices) are lost with it: the RPC layer above must time out and retry, not assume delivery.
 
 ``max_message_size`` sets ``ZMQ_MAXMSGSIZE``: a peer sending a larger frame is disconnected
 by ZeroMQ (what was in flight on that connection is lost). ZeroMQ does not enforce it on
@@ -42,11 +41,11 @@ A connecting end also watches for failed security handshakes (``EVENT_HANDSHAKE_
 libzmq never reconnects a connection it dropped for a protocol error (a frame over
 ``MAXMSGSIZE`` is one), so a connecting end re-establishes its connection itself.
 
-``close()`` uses LINGER 0 (unsent messages are discarded). ZeroMQ closes listeners in its
-I/O thread, a moment after ``close()`` returns, so a new bind of an endpoint this process
-has just released retries briefly on "address in use". Closing a bound ipc end removes its
-socket file (libzmq leaves it). Binding an ipc path that another socket is bound to does
-not fail: libzmq replaces the file, and the older socket stops getting new connections.
+``close()`` uses LINGER 0 (unsent messages are discarded). ZeroMQ closes listeners in its I/O thread, a
+moment after ``close()`` returns, so a new bind of an endpoint this process has just released retries
+briefly on "address in use". Closing a bound ipc end removes its socket file (libzmq leaves it). Binding an
+ipc path another socket is bound to does not fail: libzmq replaces the file, and the older socket stops
+getting new connections.
 """
 from __future__ import annotations
 
@@ -58,6 +57,7 @@ from typing import Callable
 import zmq
 from zmq.backend import Socket as _BaseSocket
 
+from ..codec import Payload
 from ..errors import TransportClosed, TransportError
 from . import Curve, Endpoint
 from .base import ChildEnd, ParentEnd
@@ -246,8 +246,8 @@ class ZmqParentEnd(_ZmqEnd, ParentEnd):
         self._cork.drop()
         super().close(linger)
 
-    def send_nowait(self, payload: bytes) -> bool:
-        return self._cork.send(payload)
+    def send_nowait(self, payload: Payload) -> bool:
+        return self._cork.send(payload if isinstance(payload, bytes) else bytes(payload))  # no gathering here
 
     def _ready(self) -> int:
         ready = super()._ready()
@@ -341,8 +341,8 @@ class ZmqChildEnd(_ZmqEnd, ChildEnd):
         self._peers: set[bytes] = set()
         self._open(zmq.ROUTER, endpoint, bind, sndhwm, rcvhwm, max_message_size, curve)
 
-    def send_nowait(self, peer: bytes, payload: bytes) -> bool:
-        send = self._send
+    def send_nowait(self, peer: bytes, payload: Payload) -> bool:
+        payload, send = payload if isinstance(payload, bytes) else bytes(payload), self._send  # no gathering here
         try:
             send(peer, _MORE_NOBLOCK)
         except _Again:

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from multifrost.codec import Pieces
 from multifrost.errors import TransportClosed, TransportError
 
 DEADLINE = 20.0  # generous liveness bound for anything that should take milliseconds
@@ -78,6 +79,27 @@ def test_frame_sizes(ends, size):
     child.send_blocking(peer, got, timeout=DEADLINE)
     back = parent.recv_blocking(timeout=DEADLINE)
     assert type(back) is bytes and back == payload
+
+
+@pytest.mark.parametrize("size", [100_000, 24 * 1024 * 1024])  # the larger is more than a unix socket takes at once
+def test_pieces_arrive_as_the_bytes_they_join_to(ends, size):
+    """Every end takes a message packed as Pieces (codec ``gather``): written part by part by an end
+    that gathers, joined by the others; the peer receives the joined bytes, in order with the rest."""
+    parent, child = ends.pair()
+    big = bytes(range(256)) * (size // 256)
+    parts = [b"head", big, b"", big[:1000], b"tail"]
+    pieces = Pieces(parts, sum(map(len, parts)))
+    parent.send_blocking(b"before", timeout=DEADLINE)
+    parent.send_blocking(pieces, timeout=DEADLINE)
+    parent.send_blocking(b"after", timeout=DEADLINE)
+    got = [child.recv_blocking(timeout=DEADLINE) for _ in range(3)]
+    assert [payload for _, payload in got] == [b"before", bytes(pieces), b"after"]
+    assert type(got[1][1]) is bytes
+    peer = got[0][0]
+    child.send_blocking(peer, pieces, timeout=DEADLINE)
+    child.send_blocking(peer, b"last", timeout=DEADLINE)
+    assert parent.recv_blocking(timeout=DEADLINE) == bytes(pieces)
+    assert parent.recv_blocking(timeout=DEADLINE) == b"last"
 
 
 def test_100k_messages_pipelined_none_lost_or_duplicated(ends):
