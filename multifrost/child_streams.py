@@ -168,7 +168,8 @@ class StreamRun:
     # -- sending ---------------------------------------------------------------------------
 
     def _send_item(self, item: Any) -> None:
-        payload = pack_message(extensions.stream_item(self._id, item), limits=self._worker.limits)
+        payload = pack_message(extensions.stream_item(self._id, item), limits=self._worker.limits,
+                               gather=self._worker._io.gathers)  # large bytes items leave uncopied (unix)
         protocol.check_size(payload, DEFAULT_MAX_MESSAGE_SIZE)
         with self._cond:
             self._sent += 1

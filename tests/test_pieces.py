@@ -131,3 +131,51 @@ def test_a_large_bytes_argument_leaves_the_parent_uncopied_over_unix(worker_scri
         assert type(calls[0]) is Pieces and any(part is value for part in calls[0].parts)
     else:
         assert type(calls[0]) is bytes
+
+
+SPY_WORKER = '''
+from multifrost import ChildWorker
+from multifrost.transports.unix import UnixChildEnd
+
+SENT = []
+_send = UnixChildEnd.send_nowait
+
+
+def spy(self, peer, payload):
+    SENT.append((type(payload).__name__, len(payload)))
+    return _send(self, peer, payload)
+
+
+UnixChildEnd.send_nowait = spy
+
+
+class Spied(ChildWorker):
+    def echo(self, value):
+        return value
+
+    def blobs(self, n, size):
+        for i in range(n):
+            yield bytes([i]) * size
+
+    def sent(self):
+        return [list(entry) for entry in SENT]
+
+
+if __name__ == "__main__":
+    Spied().run()
+'''
+
+
+def test_the_worker_sends_large_results_and_stream_items_uncopied_over_unix(tmp_path):
+    """In a real worker over unix, a large bytes result and large bytes stream items reach the end as Pieces."""
+    script = tmp_path / "spied_worker.py"
+    script.write_text(SPY_WORKER)
+    value = os.urandom(2 * GATHER_MIN)
+    with ParentWorker.spawn(str(script), transport="unix") as worker:
+        assert worker.call.echo(value) == value
+        assert list(worker.stream.blobs(3, GATHER_MIN)) == [bytes([i]) * GATHER_MIN for i in range(3)]
+        assert worker.call.echo(b"small") == b"small"
+        sent = worker.call.sent()
+    large = [kind for kind, size in sent if size > GATHER_MIN]
+    assert large == ["Pieces"] * 4  # the echo's RESPONSE and three STREAM_ITEMs
+    assert all(kind == "bytes" for kind, size in sent if size < GATHER_MIN)
