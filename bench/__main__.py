@@ -24,7 +24,7 @@ from multifrost.codec import IMPLEMENTATION
 
 SETTINGS = {  # quick: < 60 s on 2 cores; full: about 2 minutes
     "quick": {"codec_reps": 31, "rpc_calls": 500, "rpc_reps": 3, "calls": 500, "reps": 3, "rounds": 3, "echoes": 10},
-    "full": {"codec_reps": 101, "rpc_calls": 2000, "rpc_reps": 7, "calls": 2000, "reps": 5, "rounds": 5, "echoes": 30},
+    "full": {"codec_reps": 101, "rpc_calls": 2000, "rpc_reps": 7, "calls": 2000, "reps": 5, "rounds": 5, "echoes": 100},
 }
 
 

@@ -327,7 +327,7 @@ def subjects() -> list:
     return made
 
 
-def run(rounds: int = 5, calls: int = 2000, echoes: int = 30, progress: Callable[[str], None] | None = None) -> dict:
+def run(rounds: int = 5, calls: int = 2000, echoes: int = 100, progress: Callable[[str], None] | None = None) -> dict:
     """``rounds`` interleaved rounds; in each, every subject is started afresh (spawn -> first result),
     then timed: ``calls`` sequential calls, ``10 * calls`` pipelined, ``echoes`` 1 MiB echoes."""
     samples: dict[str, dict[str, list[float]]] = {}
@@ -381,7 +381,7 @@ def compile_multifrost() -> None:
 def main() -> None:
     quick = "--quick" in sys.argv
     compile_multifrost()
-    result = run(rounds=3 if quick else 5, calls=1000 if quick else 2000, echoes=10 if quick else 30,
+    result = run(rounds=3 if quick else 5, calls=1000 if quick else 2000, echoes=10 if quick else 100,
                  progress=lambda text: print(f"\r{text:<78}", end="", file=sys.stderr, flush=True))
     print(file=sys.stderr)
     print("\n".join(report(result)))
