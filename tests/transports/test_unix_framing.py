@@ -6,9 +6,11 @@ import os
 import socket
 import stat
 import threading
+import time
 
 import pytest
 
+from multifrost.codec import Pieces
 from multifrost.transports import open_child_end, open_parent_end
 
 TIMEOUT = 20.0
@@ -153,6 +155,42 @@ def test_close_with_linger_lets_a_large_queued_frame_leave(tmp_path):
         assert parent.recv_blocking(timeout=TIMEOUT) == big
         closing.join(TIMEOUT)
         assert not closing.is_alive()
+    finally:
+        parent.close()
+        child.close()
+
+
+def test_pieces_sent_while_no_child_listens_arrive_whole_and_in_order(tmp_path):
+    """A connecting parent keeps what it sends while its child is gone (Pieces too, as parts) and
+    writes it, in order, once a new child binds the path; the large one goes through the writer."""
+    url = f"unix://{tmp_path}/late.sock"
+    child = open_child_end(url, bind=True)
+    parent = open_parent_end(url, bind=False)
+    try:
+        parent.send_blocking(b"hello", timeout=TIMEOUT)
+        assert child.recv_blocking(timeout=TIMEOUT)[1] == b"hello"
+        child.close()
+        deadline = time.monotonic() + TIMEOUT
+        while parent.drops == 0:  # the parent notices the connection is gone
+            assert time.monotonic() < deadline, "the parent never saw its connection drop"
+            assert parent.recv_nowait() is None
+            time.sleep(0.001)
+        big = os.urandom(12 * 1024 * 1024)  # more than the socket buffers hold
+        sent = [b"first", Pieces([b"<", big, b">"], len(big) + 2), b"between", Pieces([b"", big[:70000]], 70000)]
+        for payload in sent:
+            assert parent.send_nowait(payload)
+        child = open_child_end(url, bind=True)
+        got: list = []
+        while len(got) < len(sent):
+            assert time.monotonic() < deadline, f"{len(got)} of {len(sent)} arrived"
+            parent.recv_nowait()  # a look at the parent end redials
+            item = child.recv_nowait()
+            if item is None:
+                time.sleep(0.001)
+            else:
+                got.append(item[1])
+        assert got == [bytes(payload) for payload in sent]
+        assert all(type(payload) is bytes for payload in got)
     finally:
         parent.close()
         child.close()
