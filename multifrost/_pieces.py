@@ -15,7 +15,7 @@ class Pieces:
 
     ``pack_message(..., gather=True)`` returns one instead of bytes when the message holds a
     ``bytes`` value of ``GATHER_MIN`` bytes or more: that value is a part of its own, the caller's
-    object itself, so an end that writes with scatter-gather I/O (``ChildEnd.gathers``) moves
+    object itself, so an end that writes with scatter-gather I/O (one that ``gathers``) moves
     it without the copy packing would make. ``len()`` is the message's size; ``bytes()`` joins it.
     """
 

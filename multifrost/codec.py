@@ -17,8 +17,7 @@ if os.environ.get("MULTIFROST_PUREPYTHON") == "1":
     from ._codec_fallback import IMPLEMENTATION, bytes_to_fill, pack_message, unpack_message
 else:
     try:
-        # (no-redef: the twins' pack_message overloads are the same; mypy does not compare overloads)
-        from ._codec import IMPLEMENTATION, bytes_to_fill, pack_message, unpack_message  # type: ignore[no-redef]
+        from ._codec import IMPLEMENTATION, bytes_to_fill, pack_message, unpack_message
     except ImportError:
         from ._codec_fallback import IMPLEMENTATION, bytes_to_fill, pack_message, unpack_message  # type: ignore[assignment]
 

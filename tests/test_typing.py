@@ -66,6 +66,9 @@ def test_the_compiled_codec_stub_matches_the_pure_python_twin():
     from multifrost import _codec_fallback
     stub = (PACKAGE / "_codec.pyi").read_text()
     for name in ("pack_message", "unpack_message"):
+        if f"from ._codec_fallback import {name} as {name}" in stub:
+            continue  # the twin's own signature (pack_message's overloads), the same by construction
         params = list(inspect.signature(getattr(_codec_fallback, name)).parameters)
         assert f"def {name}(" in stub
         assert all(param in stub for param in params), (name, params)
+    assert "def unpack_message(" in stub  # at least one is checked here

@@ -125,7 +125,7 @@ class _End(ABC):
 
     #: Whether ``send_nowait`` takes a payload packed as ``codec.Pieces`` (``pack_message(...,
     #: gather=True)``) and writes its parts with scatter-gather I/O: true for unix ends, so a large
-    #: bytes value goes from the caller's object to the kernel without a copy. Others take bytes only.
+    #: bytes value goes from the caller's object to the kernel without a copy. Others join its parts.
     gathers: bool = False
 
     def __init__(self) -> None:

@@ -5,7 +5,8 @@ the connection keeps (``recv_into``, many small frames per system call); a frame
 that buffer is read straight into the bytes object handed out (``codec.bytes_to_fill``: no
 copy of a large payload on its way in). Writes go straight to the
 kernel from the caller's thread (``sendmsg`` of header and payload, no joining copy for large
-payloads; a payload packed as ``Pieces`` goes out part by part, its large values never copied). Only what the kernel does not take at once (a payload larger than the socket
+payloads; a payload packed as ``Pieces`` goes out part by part, its large values never copied).
+Only what the kernel does not take at once (a payload larger than the socket
 buffer, or a peer that stopped reading) is queued and written by a short-lived writer thread,
 which ends when the queue is empty: without it, a caller that queues a large payload and then
 waits for something else would wait forever.
