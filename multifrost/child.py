@@ -306,7 +306,7 @@ class ChildWorker:
         try:
             result = fn(*args) if context is None else self._ext.run(peer, context, fn, args)
         except Exception as exc:  # the method's failure is the caller's answer
-            payload = self._error_payload(msg_id, exc)
+            payload: Payload = self._error_payload(msg_id, exc)
         else:
             if awaitable(result):
                 self._start_task(peer, msg_id, _await, [result])
@@ -327,7 +327,7 @@ class ChildWorker:
             if awaitable(result):
                 result = self._settle(result)
         except Exception as exc:
-            payload = self._error_payload(msg_id, exc)
+            payload: Payload = self._error_payload(msg_id, exc)
         else:
             payload = result_payload(self.limits, msg_id, fn, result, self._io.gathers)
         self._send(peer, payload)
@@ -363,7 +363,7 @@ class ChildWorker:
             self._reply_error(peer, msg_id, "Worker stopped before the call finished")
             raise
         except Exception as exc:
-            payload = self._error_payload(msg_id, exc)
+            payload: Payload = self._error_payload(msg_id, exc)
         else:
             payload = result_payload(self.limits, msg_id, fn, result, self._io.gathers)
         finally:

@@ -92,7 +92,7 @@ def result_payload(limits: Limits | None, msg_id: str, fn: Callable, result: Any
         return pack_message(protocol.error(msg_id, f"PayloadError: result of '{name}' cannot be sent: {exc}"))
 
 
-def error_payload(msg_id: str, exc: BaseException) -> Payload:
+def error_payload(msg_id: str, exc: BaseException) -> bytes:
     """The ERROR for a method that raised: type and message, then the traceback."""
     text = f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}"
     return pack_message(protocol.error(msg_id, text))
